@@ -1,0 +1,1 @@
+"""Command-line entry points: ``dispatcher`` (server.py) and ``dispatchctl`` (ctl.py)."""

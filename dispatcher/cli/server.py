@@ -1,0 +1,91 @@
+"""``dispatcher``: run the server, migrate the durable ledger.
+
+    dispatcher serve [--config FILE] [--listen HOST:PORT] [--redis-url URL] [--database-url URL]
+    dispatcher migrate [--config FILE] [--database-url URL] [--revision REV]
+
+With no flags ``serve`` runs the embedded default: in-memory hot store and a SQLite ledger at
+``var/dispatcher.sqlite3``. Flags override the environment, which overrides the config file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+from collections.abc import Sequence
+
+from dispatcher.cli.common import EXIT_OK, EXIT_USAGE, fail
+from dispatcher.config import DispatcherConfig, load_config
+from dispatcher.errors import BackendUnavailable, ConfigError
+from dispatcher.logs import configure_logging
+
+PROGRAM = "dispatcher"
+
+# Flag destination -> dotted config path it overrides.
+FLAG_PATHS = {
+    "listen": "server.listen",
+    "redis_url": "hot_store.url",
+    "database_url": "durable.database_url",
+    "log_format": "server.log_format",
+    "log_level": "server.log_level",
+}
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (env DISPATCHER_CONFIG)")
+    parser.add_argument("--database-url", metavar="URL", help="durable ledger (SQLAlchemy URL)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gRPC server")
+    _add_config_flags(serve)
+    serve.add_argument("--listen", metavar="HOST:PORT", help="default 127.0.0.1:50051")
+    serve.add_argument("--redis-url", metavar="URL", help="hot store (default memory://)")
+    serve.add_argument("--log-format", choices=("json", "console"))
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
+    migrate = commands.add_parser("migrate", help="upgrade the durable ledger's schema")
+    _add_config_flags(migrate)
+    migrate.add_argument("--revision", default="head", help="target revision (default head)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> DispatcherConfig:
+    overrides = {
+        path: getattr(args, dest)
+        for dest, path in FLAG_PATHS.items()
+        if getattr(args, dest, None) is not None
+    }
+    return load_config(args.config, env=os.environ, overrides=overrides)
+
+
+async def _serve(config: DispatcherConfig) -> None:
+    from dispatcher.server import DispatcherServer
+
+    await DispatcherServer(config).serve()
+
+
+def _migrate(config: DispatcherConfig, revision: str) -> None:
+    from dispatcher.ledger.sql.migrate import run_migrate
+
+    run_migrate(config.durable.database_url, revision)
+    print(f"{PROGRAM}: durable ledger at revision {revision}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+        configure_logging(config.server.log_format, config.server.log_level)
+        if args.command == "serve":
+            asyncio.run(_serve(config))
+        elif args.command == "migrate":
+            _migrate(config, args.revision)
+    except (ConfigError, BackendUnavailable, OSError) as exc:
+        fail(PROGRAM, str(exc), EXIT_USAGE)
+    except KeyboardInterrupt:
+        pass
+    return EXIT_OK

@@ -1,0 +1,86 @@
+"""Decorators that turn servicer methods into well-behaved RPC handlers.
+
+Each handler gets a request id bound into the log context, has its ``DispatcherError``
+translated into a gRPC status through ``rpc.status`` (the only place codes are chosen), and
+never leaks a traceback to a caller: an unexpected exception is logged with the request id
+and answered with INTERNAL.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Concatenate, TypeVar
+
+import grpc
+import structlog
+
+from dispatcher import errors
+from dispatcher.logs import get_logger
+from dispatcher.rpc.status import rich_status
+
+log = get_logger(__name__)
+
+Servicer = TypeVar("Servicer")
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def request_id_of(context: Context) -> str:
+    """The caller's ``x-request-id`` if it sent a sane one, else a fresh id."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and 0 < len(value) <= 128:
+            return value
+    return uuid.uuid4().hex
+
+
+async def _abort(context: Context, exc: BaseException, rpc: str) -> None:
+    if isinstance(exc, errors.DispatcherError):
+        log.debug("rpc_error", rpc=rpc, error=str(exc))
+        await context.abort_with_status(rich_status(exc))
+    log.exception("rpc_crashed", rpc=rpc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+
+def unary(
+    method: Callable[Concatenate[Servicer, Request, Context, ...], Awaitable[Response]],
+) -> Callable[[Servicer, Request, Context], Awaitable[Response]]:
+    """Wrap a unary-response handler ``async def M(self, request, context)``."""
+
+    @functools.wraps(method)
+    async def handler(self: Servicer, request: Request, context: Context) -> Response:
+        with structlog.contextvars.bound_contextvars(request_id=request_id_of(context)):
+            try:
+                return await method(self, request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await _abort(context, exc, method.__name__)
+                raise  # unreachable: abort raises
+
+    return handler
+
+
+def streaming(
+    method: Callable[Concatenate[Servicer, Request, Context, ...], AsyncIterator[Response]],
+) -> Callable[[Servicer, Request, Context], AsyncIterator[Response]]:
+    """Wrap a response-streaming handler ``async def M(self, request, context): yield ...``."""
+
+    @functools.wraps(method)
+    async def handler(
+        self: Servicer, request: Request, context: Context
+    ) -> AsyncIterator[Response]:
+        with structlog.contextvars.bound_contextvars(request_id=request_id_of(context)):
+            try:
+                async for item in method(self, request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await _abort(context, exc, method.__name__)
+
+    return handler

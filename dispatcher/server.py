@@ -1,0 +1,126 @@
+"""The dispatcher's gRPC server and its lifecycle.
+
+Start: connect the backends (bounded by ``hot_store.connect_timeout``), register the four
+dispatcher.v1 services, gRPC health and server reflection, bind, mark SERVING.
+Stop (SIGTERM / SIGINT): mark every service NOT_SERVING so load balancers stop sending new
+calls, let in-flight calls finish within ``server.grace_period``, then close the backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from dispatcher.backends import Backends, open_backends
+from dispatcher.config import DispatcherConfig
+from dispatcher.logs import get_logger
+from dispatcher.rpc import services
+from dispatcher.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    agent_pb2,
+    agent_pb2_grpc,
+    result_pb2,
+    result_pb2_grpc,
+    routing_pb2,
+    routing_pb2_grpc,
+)
+
+log = get_logger(__name__)
+
+SERVICE_NAMES: tuple[str, ...] = (
+    routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name,
+    agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name,
+    admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    result_pb2.DESCRIPTOR.services_by_name["ResultService"].full_name,
+)
+
+# Heartbeat streams and result streams are long-lived: keep them alive through idle NATs and
+# proxies, and let clients ping us at the same pace.
+GRPC_OPTIONS: Sequence[tuple[str, int]] = (
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+)
+
+
+class DispatcherServer:
+    """One dispatcher replica. ``start()`` then ``stop()``, or ``serve()`` until a signal."""
+
+    def __init__(self, config: DispatcherConfig) -> None:
+        self.config = config
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._backends: Backends | None = None
+
+    @property
+    def address(self) -> str:
+        host = self.config.server.listen.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        hot = self.config.hot_store
+        self._backends = await open_backends(
+            hot.url, self.config.durable.database_url, hot.connect_timeout
+        )
+        server = grpc.aio.server(options=GRPC_OPTIONS)
+        self._register(server)
+        try:
+            self.port = server.add_insecure_port(self.config.server.listen)
+        except RuntimeError as exc:
+            await self._backends.aclose()
+            raise OSError(f"cannot listen on {self.config.server.listen}: {exc}") from exc
+        await server.start()
+        self._server = server
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", address=self.address, hot_store=self._hot_store_label())
+
+    def _register(self, server: grpc.aio.Server) -> None:
+        routing_pb2_grpc.add_RoutingServiceServicer_to_server(services.RoutingServicer(), server)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(services.AgentServicer(), server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(services.AdminServicer(), server)
+        result_pb2_grpc.add_ResultServiceServicer_to_server(services.ResultServicer(), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, status)
+
+    def _hot_store_label(self) -> str:
+        return "redis" if self._backends and self._backends.redis else "memory"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain and stop; safe to call more than once."""
+        grace = self.config.server.grace_period if grace is None else grace
+        if self._server is not None:
+            await self._health.enter_graceful_shutdown()
+            await self._server.stop(grace)
+            self._server = None
+            log.info("stopped", grace_s=grace)
+        if self._backends is not None:
+            await self._backends.aclose()
+            self._backends = None
+
+    async def serve(self) -> None:
+        """Run until SIGTERM or SIGINT, then stop gracefully."""
+        stop_requested = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_requested.set)
+        await self.start()
+        try:
+            await stop_requested.wait()
+            log.info("shutdown_requested")
+        finally:
+            await self.stop()

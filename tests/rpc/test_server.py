@@ -1,0 +1,128 @@
+"""The server's surface over a real socket: health, reflection, and honest UNIMPLEMENTED."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from dispatcher.rpc.health_client import check_health
+from dispatcher.server import SERVICE_NAMES, DispatcherServer
+from dispatcher.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    result_pb2,
+    result_pb2_grpc,
+    routing_pb2,
+    routing_pb2_grpc,
+)
+from tests.rpc.conftest import embedded_config
+
+EXPECTED_SERVICES = {
+    "dispatcher.v1.RoutingService",
+    "dispatcher.v1.AgentService",
+    "dispatcher.v1.AdminService",
+    "dispatcher.v1.ResultService",
+}
+
+
+async def test_every_service_reports_serving(channel: grpc.aio.Channel) -> None:
+    for name in ("", *SERVICE_NAMES):
+        assert await check_health(channel, name) == "SERVING", name
+
+
+async def test_health_of_an_unknown_service_is_not_found(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await check_health(channel, "dispatcher.v1.NoSuchService")
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_reflection_lists_the_four_dispatcher_services(channel: grpc.aio.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    names: set[str] = set()
+    async for reply in stub.ServerReflectionInfo(iter([request])):
+        names.update(s.name for s in reply.list_services_response.service)
+    assert names >= EXPECTED_SERVICES
+    assert "grpc.health.v1.Health" in names
+
+
+async def test_reflection_serves_file_descriptors(channel: grpc.aio.Channel) -> None:
+    """grpcurl needs the descriptors, not just the names."""
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(
+        file_containing_symbol="dispatcher.v1.RoutingService"
+    )
+    replies = [reply async for reply in stub.ServerReflectionInfo(iter([request]))]
+    protos = replies[0].file_descriptor_response.file_descriptor_proto
+    assert protos, replies[0]
+
+
+@pytest.mark.parametrize(
+    ("call", "capability"),
+    [
+        (
+            lambda ch: routing_pb2_grpc.RoutingServiceStub(ch).Route(
+                routing_pb2.RouteRequest(request_id="r1", route="chat", agent="a")
+            ),
+            "RoutingService.Route",
+        ),
+        (
+            lambda ch: admin_pb2_grpc.AdminServiceStub(ch).GetQuota(admin_pb2.GetQuotaRequest()),
+            "AdminService.GetQuota",
+        ),
+        (
+            lambda ch: result_pb2_grpc.ResultServiceStub(ch).Publish(
+                result_pb2.PublishRequest(task_id="t")
+            ),
+            "ResultService.Publish",
+        ),
+    ],
+)
+async def test_unbuilt_rpcs_answer_unimplemented_naming_the_capability(
+    channel: grpc.aio.Channel, call: object, capability: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(channel)  # type: ignore[operator]
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert capability in (caught.value.details() or "")
+
+
+async def test_unbuilt_stream_answers_unimplemented(channel: grpc.aio.Channel) -> None:
+    stream = result_pb2_grpc.ResultServiceStub(channel).AwaitResult(
+        result_pb2.AwaitResultRequest(task_id="t", result_token="x")
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stream:
+            pass
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "ResultService.AwaitResult" in (caught.value.details() or "")
+
+
+async def test_stop_marks_not_serving_before_closing(tmp_path: Path) -> None:
+    server = DispatcherServer(embedded_config(tmp_path))
+    await server.start()
+    async with grpc.aio.insecure_channel(server.address) as chan:
+        assert await check_health(chan, "") == "SERVING"
+        await server.stop(grace=0)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await check_health(chan, "", timeout=1.0)
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+async def test_serves_on_real_redis_and_postgres(
+    tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    config = embedded_config(
+        tmp_path, **{"hot_store.url": redis_url, "durable.database_url": database_url}
+    )
+    server = DispatcherServer(config)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as chan:
+            assert await check_health(chan, "") == "SERVING"
+    finally:
+        await server.stop(grace=0)
