@@ -1,0 +1,339 @@
+"""Redis hot store: one Lua script per operation, keys hash-tagged by quota family
+(layout in ``redis_codec``).
+
+Every script names all its keys in KEYS, takes its time from ``TIME`` (never the caller) and
+appends its journal entry itself, so a decision and its record are one atomic step. A
+reservation id is derived from the family and request id, so a retried reserve finds the
+first reservation by key. Concurrent reserves of one family are batched (see ``batcher``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError, ResponseError
+
+from dispatcher.errors import BackendUnavailable, FailedPrecondition, InvalidArgument, NotFound
+from dispatcher.ledger import bucket
+from dispatcher.ledger.admission import check_limits, check_outcome, plan, pool_spec
+from dispatcher.ledger.batcher import Batcher
+from dispatcher.ledger.events import JournalEvent
+from dispatcher.ledger.model import (
+    Cost,
+    Denial,
+    Observation,
+    PoolSnapshot,
+    PoolSpec,
+    Reservation,
+    ReserveRequest,
+    SettleResult,
+    Usage,
+    check_number,
+    family_of,
+    reservation_id_for,
+)
+from dispatcher.ledger.redis_codec import (
+    RedisKeys,
+    decision,
+    pool_state,
+    replayable,
+    reservation_from_record,
+)
+
+_SCRIPTS = (
+    "reserve", "dispatch", "extend", "usage", "settle", "release", "expire", "reconcile",
+    "set_limits", "init",
+)  # fmt: skip
+_EXPIRE_BATCH = 100
+
+
+def _lua(name: str) -> str:
+    folder = resources.files("dispatcher.ledger") / "lua"
+    return (folder / "lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Redis failures leave this module only as BackendUnavailable."""
+    try:
+        yield
+    except (RedisError, OSError, TimeoutError) as exc:
+        raise BackendUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
+
+
+class RedisLedger:
+    """The ledger in Redis. Build it with :meth:`open`.
+
+    ``test_clock`` is a test hook: when set, scripts use its time instead of ``TIME``.
+    """
+
+    def __init__(
+        self,
+        client: Redis,
+        pools: Sequence[PoolSpec],
+        *,
+        keys: RedisKeys | None = None,
+        test_clock: Callable[[], float] | None = None,
+        max_batch: int = 128,
+        max_inflight: int = 2,
+    ) -> None:
+        self._client = client
+        self._keys = keys or RedisKeys()
+        self._specs = {p.id: p for p in pools}
+        if len(self._specs) != len(pools):
+            raise InvalidArgument("pools", "duplicate pool id")
+        self._families: dict[str, list[str]] = {}
+        for p in pools:
+            self._families.setdefault(p.family, []).append(p.id)
+        self._test_clock = test_clock
+        self._scripts: dict[str, AsyncScript] = {
+            n: client.register_script(_lua(n)) for n in _SCRIPTS
+        }
+        self._batchers = {
+            family: Batcher(
+                functools.partial(self._reserve_batch, family),
+                max_batch=max_batch,
+                max_inflight=max_inflight,
+            )
+            for family in self._families
+        }
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        pools: Sequence[PoolSpec],
+        *,
+        max_connections: int = 32,
+        timeout_s: float = 0.25,
+        **kwargs: Any,
+    ) -> RedisLedger:
+        """Connect with a bounded blocking pool; every call (and wait for a connection)
+        fails after ``timeout_s`` as BackendUnavailable."""
+        connections = BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+        )
+        ledger = cls(Redis.from_pool(connections), pools, **kwargs)
+        try:
+            await ledger.seed_pools()
+        except BaseException:
+            await ledger.aclose()
+            raise
+        return ledger
+
+    async def seed_pools(self) -> None:
+        """Create configured pools Redis does not hold yet; register the journal streams."""
+        with _translated():
+            for family, pids in self._families.items():
+                await self._client.sadd(self._keys.streams, self._keys.journal(family))
+                specs = [self._spec_json(self._specs[p]) for p in pids]
+                keys = [self._keys.pool(family, p) for p in pids]
+                await self._scripts["init"](keys=keys, args=[self._now_arg(), json.dumps(specs)])
+
+    @staticmethod
+    def _spec_json(spec: PoolSpec) -> dict[str, Any]:
+        return {
+            "id": spec.id, "mode": spec.mode.value, "burst": spec.burst,
+            "sf": spec.safety_factor, "ow": spec.output_weight, "refund": spec.refund_unused,
+            "limits": [[d, v] for d, v in spec.limits().items()],
+        }  # fmt: skip
+
+    def _now_arg(self) -> str:
+        return repr(self._test_clock()) if self._test_clock else ""
+
+    async def _call(self, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
+        """Run a script; a missing pool is seeded again and the call retried once."""
+        for attempt in (1, 2):
+            try:
+                return await self._scripts[name](keys=keys, args=[self._now_arg(), *args])
+            except ResponseError as exc:
+                code, _, detail = str(exc).partition(" ")
+                if code in ("NORES", "STATE"):
+                    raise _Refused(code, detail) from exc
+                if code != "NOPOOL" or attempt == 2:
+                    raise BackendUnavailable("redis", f"{name}: {exc}") from exc
+            except (RedisError, OSError, TimeoutError) as exc:
+                raise BackendUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
+            await self.seed_pools()
+        raise AssertionError("unreachable")
+
+    # -- reservations ---------------------------------------------------------------------
+
+    async def reserve(self, request: ReserveRequest) -> Reservation | Denial:
+        family, _ = plan(request, self._specs)
+        return await self._batchers[family].submit(request)
+
+    async def _reserve_batch(
+        self, family: str, requests: Sequence[ReserveRequest]
+    ) -> list[Reservation | Denial]:
+        pids = sorted({p for r in requests for c in r.candidates for p in c.pool_ids})
+        index = {p: i for i, p in enumerate(pids, start=1)}
+        rids = [reservation_id_for(family, r.request_id) for r in requests]
+        batch = {
+            "pools": pids,
+            "reqs": [
+                {"rid": rid, "req": r.request_id, "lease": r.lease_s, "cands": [
+                    {"id": c.candidate_id, "p": [index[p] for p in c.pool_ids],
+                     "i": c.estimate.input_tokens, "o": c.estimate.max_output_tokens}
+                    for c in r.candidates
+                ]}
+                for r, rid in zip(requests, rids, strict=True)
+            ],
+        }  # fmt: skip
+        k = self._keys
+        keys = [k.journal(family), k.leases(family)]
+        keys += [k.pool(family, p) for p in pids] + [k.res(family, rid) for rid in rids]
+        raw = await self._call("reserve", keys, [json.dumps(batch)])
+        return [decision(item) for item in json.loads(raw)]
+
+    def _family(self, reservation_id: str) -> str:
+        family = family_of(reservation_id)
+        if family is None or family not in self._families:
+            raise NotFound("reservation", reservation_id)
+        return family
+
+    async def _op(self, name: str, reservation_id: str, *args: str) -> dict[str, Any]:
+        family = self._family(reservation_id)
+        pids, k = self._families[family], self._keys
+        keys = [k.journal(family), k.leases(family), k.res(family, reservation_id)]
+        keys += [k.pool(family, p) for p in pids]
+        try:
+            raw = await self._call(name, keys, [json.dumps(pids), *args])
+        except _Refused as exc:
+            if exc.code == "NORES":
+                raise NotFound("reservation", reservation_id) from None
+            raise FailedPrecondition(
+                f"cannot {name} reservation {reservation_id}: {exc.detail}"
+            ) from None
+        result: dict[str, Any] = json.loads(raw)
+        return result
+
+    async def get(self, reservation_id: str) -> Reservation:
+        family = self._family(reservation_id)
+        with _translated():
+            raw = await self._client.get(self._keys.res(family, reservation_id))
+        if raw is None:
+            raise NotFound("reservation", reservation_id)
+        return reservation_from_record(json.loads(raw))
+
+    async def ack_dispatched(self, reservation_id: str) -> Reservation:
+        return replayable(await self._op("dispatch", reservation_id))
+
+    async def extend(self, reservation_id: str, lease_s: float) -> Reservation:
+        check_number(lease_s, "lease_s", positive=True)
+        return reservation_from_record(
+            (await self._op("extend", reservation_id, repr(lease_s)))["ok"]
+        )
+
+    async def report_usage(self, reservation_id: str, delta: Usage) -> Reservation:
+        out = await self._op("usage", reservation_id, json.dumps(delta.to_dict()))
+        return reservation_from_record(out["ok"])
+
+    async def settle(self, reservation_id: str, usage: Usage, outcome: str) -> SettleResult:
+        check_outcome(outcome)
+        out = await self._op("settle", reservation_id, json.dumps(usage.to_dict()), outcome)
+        rec = out.get("ok") or out["replay"]
+        settled = rec["settled"]
+        return SettleResult(
+            reservation=reservation_from_record(rec),
+            outcome=settled["outcome"],
+            charged={p: Cost.from_dict(c) for p, c in settled["charged"].items()},
+            adjustment={p: Cost.from_dict(c) for p, c in settled["adjustment"].items()},
+            late=bool(settled["late"]),
+            replayed="replay" in out,
+        )
+
+    async def release(self, reservation_id: str) -> Reservation:
+        return replayable(await self._op("release", reservation_id))
+
+    async def expire_due(self, limit: int = 1000) -> list[str]:
+        done: list[str] = []
+        for family in self._families:
+            while len(done) < limit and await self._expire_some(family, limit - len(done), done):
+                pass
+        return done
+
+    async def _expire_some(self, family: str, room: int, done: list[str]) -> bool:
+        """Abandon due leases among the earliest few; True if there may be more due."""
+        k, pids = self._keys, self._families[family]
+        with _translated():
+            raw_ids = await self._client.zrange(k.leases(family), 0, min(room, _EXPIRE_BATCH) - 1)
+        rids = [r.decode() if isinstance(r, bytes) else str(r) for r in raw_ids]
+        if not rids:
+            return False
+        keys = [k.journal(family), k.leases(family), *(k.pool(family, p) for p in pids)]
+        keys += [k.res(family, rid) for rid in rids]
+        args = [json.dumps(pids), str(len(rids)), *rids]
+        out = json.loads(await self._call("expire", keys, args))
+        done.extend(out["abandoned"] or [])
+        return bool(out["due"] == len(rids))
+
+    # -- pools ----------------------------------------------------------------------------
+
+    async def reconcile(self, pool_id: str, observation: Observation) -> bool:
+        spec = pool_spec(self._specs, pool_id)
+        o = observation
+        obs: dict[str, Any] = {"at": o.observed_at, "rl": o.rate_limited}
+        for unit in ("requests", "tokens"):
+            for ours, theirs in (("lim", "limit"), ("rem", "remaining")):
+                if (value := o.known(f"{theirs}_{unit}")) is not None:
+                    obs[f"{ours}_{unit}"] = value
+        if (retry_after := o.known("retry_after_s")) is not None:
+            obs["ra"] = retry_after
+        keys = [self._keys.journal(spec.family), self._keys.pool(spec.family, pool_id)]
+        return bool(await self._call("reconcile", keys, [pool_id, json.dumps(obs)]))
+
+    async def snapshot(self, pool_id: str) -> PoolSnapshot:
+        spec = pool_spec(self._specs, pool_id)
+        with _translated():
+            async with self._client.pipeline(transaction=True) as pipe:
+                pipe.time()
+                pipe.hgetall(self._keys.pool(spec.family, pool_id))
+                (secs, micros), raw = await pipe.execute()
+        if not raw:
+            raise BackendUnavailable("redis", f"pool {pool_id} is missing; restart to seed it")
+        now = self._test_clock() if self._test_clock else secs + micros / 1e6
+        return bucket.snapshot(pool_state(spec, raw), now)
+
+    async def set_limits(self, pool_id: str, limits: Mapping[str, float | None]) -> PoolSnapshot:
+        spec = pool_spec(self._specs, pool_id)
+        changes = [[d, -1 if v is None else v] for d, v in check_limits(limits).items()]
+        keys = [self._keys.journal(spec.family), self._keys.pool(spec.family, pool_id)]
+        await self._call("set_limits", keys, [pool_id, json.dumps(changes)])
+        return await self.snapshot(pool_id)
+
+    async def append_journal(self, events: Sequence[JournalEvent]) -> None:
+        """Copy events journalled elsewhere (a replica's outage journal) into the streams of
+        their families; ``origin`` keeps the id they had there."""
+        with _translated():
+            async with self._client.pipeline(transaction=False) as pipe:
+                for event in events:
+                    family = pool_spec(self._specs, event.pool_ids[0]).family
+                    fields = {**event.to_fields(), "origin": event.event_id}
+                    pipe.xadd(self._keys.journal(family), fields)  # type: ignore[arg-type]
+                await pipe.execute()
+
+    async def aclose(self) -> None:
+        for batcher in self._batchers.values():
+            await batcher.aclose()
+        await self._client.aclose()
+
+
+class _Refused(Exception):
+    """A script refused on purpose (``NORES`` / ``STATE <state>``); _op maps it."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(code, detail)
+        self.code = code
+        self.detail = detail

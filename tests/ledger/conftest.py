@@ -1,0 +1,103 @@
+"""Ledger contract fixtures: one suite, every backend (memory always; Redis via ``redis_db``).
+
+Time is a :class:`FakeClock` the test moves by hand. The memory ledger reads it directly; the
+Redis ledger passes it to its scripts through the ``test_clock`` hook instead of ``TIME``, so
+a time-based test is exact on both backends and never sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from dispatcher.ledger.events import JournalEvent
+from dispatcher.ledger.memory import MemoryLedger
+from dispatcher.ledger.model import PoolSpec
+from dispatcher.ledger.protocol import Ledger
+
+#: A whole minute, so fixed-window tests know where the boundaries are.
+T0 = 1_700_000_040.0
+
+
+class FakeClock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class Harness:
+    ledger: Ledger
+    clock: FakeClock
+    journal: Callable[[], Awaitable[list[JournalEvent]]]  # every event so far, in order
+
+    async def kinds(self) -> list[str]:
+        return [e.kind.value for e in await self.journal()]
+
+
+MakeLedger = Callable[[Sequence[PoolSpec]], Awaitable[Harness]]
+
+
+async def _memory(pools: Sequence[PoolSpec], clock: FakeClock) -> tuple[Ledger, Harness]:
+    ledger = MemoryLedger(pools, clock=clock)
+
+    async def journal() -> list[JournalEvent]:
+        return ledger.journal.unacked()
+
+    return ledger, Harness(ledger, clock, journal)
+
+
+async def read_redis_journal(url: str) -> list[JournalEvent]:
+    """Every event of every journal stream the ledger registered, oldest first."""
+    import redis.asyncio as aioredis
+
+    from dispatcher.ledger.redis_codec import RedisKeys, event_from_entry, family_of_stream
+
+    client = aioredis.Redis.from_url(url, decode_responses=True)
+    try:
+        events = []
+        for stream in sorted(await client.smembers(RedisKeys().streams)):
+            family = family_of_stream(stream)
+            for entry_id, fields in await client.xrange(stream):
+                events.append(event_from_entry(family, str(entry_id), dict(fields)))
+    finally:
+        await client.aclose()
+    return sorted(events, key=lambda e: e.at)
+
+
+async def _redis(url: str, pools: Sequence[PoolSpec], clock: FakeClock) -> tuple[Ledger, Harness]:
+    from dispatcher.ledger.redis_backend import RedisLedger
+
+    ledger = await RedisLedger.open(url, pools, test_clock=clock)
+
+    async def journal() -> list[JournalEvent]:
+        return await read_redis_journal(url)
+
+    return ledger, Harness(ledger, clock, journal)
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def make_ledger(request: pytest.FixtureRequest) -> AsyncIterator[MakeLedger]:
+    """``await make_ledger([pool, ...])`` -> a fresh :class:`Harness` on this backend."""
+    url = request.getfixturevalue("redis_db") if request.param == "redis" else ""
+    opened: list[Ledger] = []
+
+    async def make(pools: Sequence[PoolSpec]) -> Harness:
+        clock = FakeClock()
+        if url:
+            ledger, harness = await _redis(url, pools, clock)
+        else:
+            ledger, harness = await _memory(pools, clock)
+        opened.append(ledger)
+        return harness
+
+    yield make
+    for ledger in opened:
+        await ledger.aclose()
