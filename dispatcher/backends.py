@@ -17,9 +17,10 @@ from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dispatcher.errors import BackendUnavailable, ConfigError
+from dispatcher.ledger.sql.engine import open_engine
 
 MEMORY_SCHEMES = ("memory",)
 REDIS_SCHEMES = ("redis", "rediss", "unix")
@@ -70,12 +71,9 @@ def sqlite_file_of(url: str) -> Path | None:
 async def connect_database(url: str, timeout: float) -> AsyncEngine:
     """An engine that completed ``SELECT 1`` within ``timeout`` seconds."""
     try:
-        sqlite_file = sqlite_file_of(url)
-        engine = create_async_engine(url, pool_pre_ping=True)
+        engine = open_engine(url, connect_timeout=timeout)
     except (ArgumentError, ValueError) as exc:
         raise ConfigError("configuration", "durable.database_url", str(exc)) from exc
-    if sqlite_file is not None:
-        sqlite_file.parent.mkdir(parents=True, exist_ok=True)
     try:
         async with asyncio.timeout(timeout), engine.connect() as conn:
             await conn.execute(text("SELECT 1"))

@@ -1,9 +1,11 @@
 """The dispatcher's gRPC server and its lifecycle.
 
-Start: connect the backends (bounded by ``hot_store.connect_timeout``), register the four
-dispatcher.v1 services, gRPC health and server reflection, bind, mark SERVING.
+Start: open the runtime (backends within ``hot_store.connect_timeout``, schema, ledger,
+registry, background loops), register the four dispatcher.v1 services, gRPC health and
+server reflection, bind, mark SERVING.
 Stop (SIGTERM / SIGINT): mark every service NOT_SERVING so load balancers stop sending new
-calls, let in-flight calls finish within ``server.grace_period``, then close the backends.
+calls, end heartbeat streams (agents reconnect to another replica), let in-flight calls finish
+within ``server.grace_period``, then close the runtime.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from dispatcher.backends import Backends, open_backends
 from dispatcher.config import DispatcherConfig
 from dispatcher.logs import get_logger
 from dispatcher.rpc import services
+from dispatcher.rpc.agent_service import AgentServicer
+from dispatcher.runtime import Runtime
 from dispatcher.v1 import (
     admin_pb2,
     admin_pb2_grpc,
@@ -51,6 +54,11 @@ GRPC_OPTIONS: Sequence[tuple[str, int]] = (
 )
 
 
+def agent_tokens(config: DispatcherConfig) -> dict[str, str]:
+    """Cluster id -> token; empty means agents are not authenticated (embedded default)."""
+    return {cid: token.get_secret_value() for cid, token in config.auth.agent_tokens.items()}
+
+
 class DispatcherServer:
     """One dispatcher replica. ``start()`` then ``stop()``, or ``serve()`` until a signal."""
 
@@ -59,7 +67,15 @@ class DispatcherServer:
         self.port = 0
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
-        self._backends: Backends | None = None
+        self._runtime: Runtime | None = None
+        self._agents: AgentServicer | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        """What the running server holds (for embedding and tests)."""
+        if self._runtime is None:
+            raise RuntimeError("the server is not running")
+        return self._runtime
 
     @property
     def address(self) -> str:
@@ -67,25 +83,32 @@ class DispatcherServer:
         return f"{host}:{self.port}"
 
     async def start(self) -> None:
-        hot = self.config.hot_store
-        self._backends = await open_backends(
-            hot.url, self.config.durable.database_url, hot.connect_timeout
-        )
+        self._runtime = runtime = await Runtime.open(self.config)
         server = grpc.aio.server(options=GRPC_OPTIONS)
-        self._register(server)
+        self._register(server, runtime)
         try:
             self.port = server.add_insecure_port(self.config.server.listen)
         except RuntimeError as exc:
-            await self._backends.aclose()
+            await runtime.aclose()
+            self._runtime = None
             raise OSError(f"cannot listen on {self.config.server.listen}: {exc}") from exc
         await server.start()
         self._server = server
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", address=self.address, hot_store=self._hot_store_label())
 
-    def _register(self, server: grpc.aio.Server) -> None:
-        routing_pb2_grpc.add_RoutingServiceServicer_to_server(services.RoutingServicer(), server)
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(services.AgentServicer(), server)
+    def _register(self, server: grpc.aio.Server, runtime: Runtime) -> None:
+        routing_pb2_grpc.add_RoutingServiceServicer_to_server(
+            services.RoutingServicer(runtime.ledger), server
+        )
+        self._agents = AgentServicer(
+            runtime.registry,
+            tokens=agent_tokens(self.config) or None,
+            hub=runtime.hub,
+            on_usage=runtime.apply_usage,
+            on_observations=runtime.apply_observations,
+        )
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(self._agents, server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(services.AdminServicer(), server)
         result_pb2_grpc.add_ResultServiceServicer_to_server(services.ResultServicer(), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -98,19 +121,21 @@ class DispatcherServer:
             await self._health.set(name, status)
 
     def _hot_store_label(self) -> str:
-        return "redis" if self._backends and self._backends.redis else "memory"
+        return "redis" if self._runtime and self._runtime.backends.redis else "memory"
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain and stop; safe to call more than once."""
         grace = self.config.server.grace_period if grace is None else grace
         if self._server is not None:
             await self._health.enter_graceful_shutdown()
+            if self._agents is not None:
+                self._agents.close_streams()
             await self._server.stop(grace)
             self._server = None
             log.info("stopped", grace_s=grace)
-        if self._backends is not None:
-            await self._backends.aclose()
-            self._backends = None
+        if self._runtime is not None:
+            await self._runtime.aclose()
+            self._runtime = None
 
     async def serve(self) -> None:
         """Run until SIGTERM or SIGINT, then stop gracefully."""

@@ -6,12 +6,18 @@ under ``CI=true`` the same situation fails the run, so CI can never go green by 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
+import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
+
+from dispatcher.ledger.sql import migrate
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -77,3 +83,49 @@ def redis_db(redis_url: str) -> Iterator[str]:
     finally:
         client.flushdb()
         client.close()
+
+
+# PostgreSQL databases of a test's own: the shared `test` database may be in use elsewhere.
+
+
+def admin_dsn(database_url: str) -> str:
+    return make_url(database_url).set(drivername="postgresql").render_as_string(False)
+
+
+async def _create_database(database_url: str) -> str:
+    name = f"dsp_durable_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(admin_dsn(database_url))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return make_url(database_url).set(database=name).render_as_string(False)
+
+
+async def _drop_database(database_url: str, url: str) -> None:
+    conn = await asyncpg.connect(admin_dsn(database_url))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def fresh_pg_url(database_url: str) -> Iterator[str]:
+    """An empty PostgreSQL database of this test's own."""
+    url = asyncio.run(_create_database(database_url))
+    try:
+        yield url
+    finally:
+        asyncio.run(_drop_database(database_url, url))
+
+
+@pytest.fixture(scope="session")
+def migrated_pg_url(database_url: str) -> Iterator[str]:
+    """A PostgreSQL database at head, shared by this session's ledger tests."""
+    url = asyncio.run(_create_database(database_url))
+    try:
+        asyncio.run(migrate.upgrade(url))
+        yield url
+    finally:
+        asyncio.run(_drop_database(database_url, url))

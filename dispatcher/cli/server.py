@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from dispatcher.cli.common import EXIT_OK, EXIT_USAGE, fail
 from dispatcher.config import DispatcherConfig, load_config
-from dispatcher.errors import BackendUnavailable, ConfigError
+from dispatcher.errors import BackendUnavailable, ConfigError, FailedPrecondition
 from dispatcher.logs import configure_logging
 
 PROGRAM = "dispatcher"
@@ -84,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve(config))
         elif args.command == "migrate":
             _migrate(config, args.revision)
-    except (ConfigError, BackendUnavailable, OSError) as exc:
+    except (ConfigError, BackendUnavailable, FailedPrecondition, OSError) as exc:
         fail(PROGRAM, str(exc), EXIT_USAGE)
     except KeyboardInterrupt:
         pass

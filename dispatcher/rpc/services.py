@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from dispatcher.errors import NotBuilt
+from dispatcher.errors import InvalidArgument, NotBuilt
+from dispatcher.ledger import Cost, Ledger, ReservationState, SettleResult
+from dispatcher.rpc import convert
 from dispatcher.rpc.handlers import Context, streaming, unary
 from dispatcher.v1 import (
     admin_pb2,
     admin_pb2_grpc,
-    agent_pb2,
-    agent_pb2_grpc,
     result_pb2,
     result_pb2_grpc,
     routing_pb2,
@@ -23,13 +23,17 @@ from dispatcher.v1 import (
 )
 
 ROUTING = "routing engine"
-LEDGER = "quota ledger"
-HEARTBEATS = "heartbeat stream"
+MAX_REASON_BYTES = 256
 ADMIN = "admin API"
 RELAY = "result relay"
 
 
 class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
+    """Route (not built yet) and the ledger operations on a reservation it made."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
     @unary
     async def Route(
         self, request: routing_pb2.RouteRequest, context: Context
@@ -40,28 +44,57 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     async def Settle(
         self, request: routing_pb2.SettleRequest, context: Context
     ) -> routing_pb2.SettleResponse:
-        raise NotBuilt(f"RoutingService.Settle ({LEDGER})")
+        reservation_id = convert.required_id(request.reservation_id, "reservation_id")
+        outcome = convert.outcome_of(request.outcome)
+        usage = convert.usage_of(request.usage)
+        convert.seconds_of(request.duration, "duration")
+        result = await self.ledger.settle(reservation_id, usage, outcome)
+        return routing_pb2.SettleResponse(
+            state=convert.STATE_TO_PB[result.reservation.state],
+            already_settled=result.replayed,
+            refunded=convert.charges_pb(result.adjustment, sign=-1.0),
+            debt=convert.charges_pb(overdraw(result)),
+        )
 
     @unary
     async def Release(
         self, request: routing_pb2.ReleaseRequest, context: Context
     ) -> routing_pb2.ReleaseResponse:
-        raise NotBuilt(f"RoutingService.Release ({LEDGER})")
+        reservation_id = convert.required_id(request.reservation_id, "reservation_id")
+        if len(request.reason.encode()) > MAX_REASON_BYTES:
+            raise InvalidArgument("reason", f"longer than {MAX_REASON_BYTES} bytes")
+        before = await self.ledger.get(reservation_id)
+        after = await self.ledger.release(reservation_id)
+        given_back = before.state is ReservationState.RESERVED
+        refunded = before.cost if given_back and after.state is ReservationState.RELEASED else {}
+        return routing_pb2.ReleaseResponse(
+            state=convert.STATE_TO_PB[after.state], refunded=convert.charges_pb(refunded)
+        )
 
     @unary
     async def Extend(
         self, request: routing_pb2.ExtendRequest, context: Context
     ) -> routing_pb2.ExtendResponse:
-        raise NotBuilt(f"RoutingService.Extend ({LEDGER})")
+        reservation_id = convert.required_id(request.reservation_id, "reservation_id")
+        lease = convert.lease_of(request.lease, "lease") if request.HasField("lease") else None
+        delta = convert.usage_of(request.usage_delta, "usage_delta")
+        reservation = await self.ledger.get(reservation_id)
+        if request.dispatched:
+            reservation = await self.ledger.ack_dispatched(reservation_id)
+        if any((delta.requests, delta.input_tokens, delta.output_tokens)):
+            reservation = await self.ledger.report_usage(reservation_id, delta)
+        if lease is not None:
+            reservation = await self.ledger.extend(reservation_id, lease)
+        return routing_pb2.ExtendResponse(
+            state=convert.STATE_TO_PB[reservation.state],
+            lease_expires_at=convert.timestamp_of(reservation.lease_expires_at),
+        )
 
 
-class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    @streaming
-    async def Connect(
-        self, request_iterator: AsyncIterator[agent_pb2.AgentReport], context: Context
-    ) -> AsyncIterator[agent_pb2.Directive]:
-        raise NotBuilt(f"AgentService.Connect ({HEARTBEATS})")
-        yield  # pragma: no cover - makes this an async generator
+def overdraw(result: SettleResult) -> dict[str, Cost]:
+    """Usage charged beyond what was reserved, per pool: the debt the pools now carry."""
+    held = result.reservation.cost
+    return {pool: cost - held[pool] for pool, cost in result.charged.items() if pool in held}
 
 
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):

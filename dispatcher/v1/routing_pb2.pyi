@@ -301,6 +301,10 @@ Global___ReleaseRequest: _TypeAlias = ReleaseRequest  # noqa: Y015
 
 @_typing.final
 class ReleaseResponse(_message.Message):
+    """Releasing an IN_FLIGHT reservation is FAILED_PRECONDITION: the provider has been charged,
+    so the caller must Settle it with the actual usage instead.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
@@ -309,7 +313,7 @@ class ReleaseResponse(_message.Message):
     """RELEASED, or the terminal state the reservation was already in."""
     @_builtins.property
     def refunded(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.PoolCharge]:
-        """Quota returned to the pools (empty if it was already IN_FLIGHT or closed)."""
+        """Quota returned to the pools (empty if it was already closed)."""
 
     def __init__(
         self,

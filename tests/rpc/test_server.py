@@ -8,6 +8,7 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from dispatcher.errors import FailedPrecondition
 from dispatcher.rpc.health_client import check_health
 from dispatcher.server import SERVICE_NAMES, DispatcherServer
 from dispatcher.v1 import (
@@ -114,10 +115,10 @@ async def test_stop_marks_not_serving_before_closing(tmp_path: Path) -> None:
 @pytest.mark.redis
 @pytest.mark.postgres
 async def test_serves_on_real_redis_and_postgres(
-    tmp_path: Path, redis_url: str, database_url: str
+    tmp_path: Path, redis_db: str, migrated_pg_url: str
 ) -> None:
     config = embedded_config(
-        tmp_path, **{"hot_store.url": redis_url, "durable.database_url": database_url}
+        tmp_path, **{"hot_store.url": redis_db, "durable.database_url": migrated_pg_url}
     )
     server = DispatcherServer(config)
     await server.start()
@@ -126,3 +127,11 @@ async def test_serves_on_real_redis_and_postgres(
             assert await check_health(chan, "") == "SERVING"
     finally:
         await server.stop(grace=0)
+
+
+@pytest.mark.postgres
+async def test_refuses_an_unmigrated_shared_database(tmp_path: Path, fresh_pg_url: str) -> None:
+    """SQLite is migrated on start; a shared PostgreSQL ledger is migrated deliberately."""
+    server = DispatcherServer(embedded_config(tmp_path, **{"durable.database_url": fresh_pg_url}))
+    with pytest.raises(FailedPrecondition, match="dispatcher migrate"):
+        await server.start()

@@ -1,0 +1,102 @@
+"""Protobuf <-> domain translation for the routing and ledger RPCs.
+
+Every check of a request field that the domain types cannot express lives here and raises
+``InvalidArgument`` naming the field as the caller wrote it on the wire.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from dispatcher.errors import InvalidArgument
+from dispatcher.ledger import Cost, ReservationState, Usage
+from dispatcher.v1 import common_pb2
+
+MAX_ID_BYTES = 128
+MIN_LEASE_S = 1.0
+MAX_LEASE_S = 3600.0
+
+STATE_TO_PB: Mapping[ReservationState, common_pb2.ReservationState.ValueType] = {
+    ReservationState.RESERVED: common_pb2.RESERVATION_STATE_RESERVED,
+    ReservationState.IN_FLIGHT: common_pb2.RESERVATION_STATE_IN_FLIGHT,
+    ReservationState.SETTLED: common_pb2.RESERVATION_STATE_SETTLED,
+    ReservationState.RELEASED: common_pb2.RESERVATION_STATE_RELEASED,
+    ReservationState.ABANDONED: common_pb2.RESERVATION_STATE_ABANDONED,
+}
+
+OUTCOME_NAMES: Mapping[common_pb2.TaskOutcome.ValueType, str] = {
+    common_pb2.TASK_OUTCOME_SUCCESS: "success",
+    common_pb2.TASK_OUTCOME_FAILURE: "failure",
+    common_pb2.TASK_OUTCOME_TIMEOUT: "timeout",
+    common_pb2.TASK_OUTCOME_CANCELLED: "cancelled",
+    common_pb2.TASK_OUTCOME_RATE_LIMITED: "rate_limited",
+}
+
+
+def required_id(value: str, field: str) -> str:
+    if not value:
+        raise InvalidArgument(field, "is required")
+    if len(value.encode()) > MAX_ID_BYTES:
+        raise InvalidArgument(field, f"longer than {MAX_ID_BYTES} bytes")
+    return value
+
+
+def seconds_of(duration: Duration, field: str) -> float:
+    seconds = duration.seconds + duration.nanos / 1e9
+    if seconds < 0 or not math.isfinite(seconds):
+        raise InvalidArgument(field, "must not be negative")
+    return seconds
+
+
+def lease_of(duration: Duration, field: str) -> float:
+    seconds = seconds_of(duration, field)
+    if not MIN_LEASE_S <= seconds <= MAX_LEASE_S:
+        raise InvalidArgument(field, f"must be between {MIN_LEASE_S:g} s and {MAX_LEASE_S:g} s")
+    return seconds
+
+
+def outcome_of(outcome: common_pb2.TaskOutcome.ValueType) -> str:
+    name = OUTCOME_NAMES.get(outcome)
+    if name is None:
+        raise InvalidArgument("outcome", "is required (SUCCESS, FAILURE, TIMEOUT, ...)")
+    return name
+
+
+def usage_of(usage: common_pb2.Usage, field: str = "usage") -> Usage:
+    for name in ("requests", "input_tokens", "output_tokens"):
+        if getattr(usage, name) < 0:
+            raise InvalidArgument(f"{field}.{name}", "must not be negative")
+    return Usage(
+        requests=float(usage.requests),
+        input_tokens=float(usage.input_tokens),
+        output_tokens=float(usage.output_tokens),
+    )
+
+
+def timestamp_of(unix_seconds: float) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromNanoseconds(int(unix_seconds * 1e9))
+    return stamp
+
+
+def cost_pb(cost: Cost) -> common_pb2.Cost:
+    return common_pb2.Cost(
+        requests=round(cost.requests),
+        tokens=round(cost.tokens),
+        input_tokens=round(cost.input_tokens),
+        output_tokens=round(cost.output_tokens),
+    )
+
+
+def charges_pb(costs: Mapping[str, Cost], sign: float = 1.0) -> list[common_pb2.PoolCharge]:
+    """One PoolCharge per pool whose ``sign``-scaled cost is positive in some dimension."""
+    charges = []
+    for pool_id, cost in sorted(costs.items()):
+        scaled = Cost(*(max(0.0, sign * v) for v in cost.as_tuple()))
+        if any(scaled.as_tuple()):
+            charges.append(common_pb2.PoolCharge(pool_id=pool_id, cost=cost_pb(scaled)))
+    return charges

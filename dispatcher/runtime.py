@@ -1,0 +1,154 @@
+"""Everything one dispatcher replica holds while it runs, opened and closed in order.
+
+``Runtime.open`` connects the backends, brings the durable ledger's schema up to date (the
+embedded SQLite ledger is migrated automatically; a PostgreSQL ledger must already be at the
+head revision, which ``dispatcher migrate`` does), opens the hot-store ledger and the cluster
+registry, and starts the background loops: the journal consumer (hot store -> SQL) and the
+lease sweeper. ``aclose`` stops them and closes everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from dispatcher import config as cfg
+from dispatcher import intake
+from dispatcher.backends import Backends, open_backends, redact_url, sqlite_file_of
+from dispatcher.errors import FailedPrecondition
+from dispatcher.fleet.hub import DirectiveHub
+from dispatcher.fleet.memory import MemoryClusterRegistry
+from dispatcher.fleet.model import UsageReport
+from dispatcher.fleet.redis_registry import RedisClusterRegistry
+from dispatcher.fleet.registry import ClusterRegistry, RegistrySettings
+from dispatcher.ledger import Ledger, Observation, PoolSpec, open_ledger
+from dispatcher.ledger.journal import JournalSource
+from dispatcher.ledger.memory import MemoryLedger
+from dispatcher.ledger.sql import migrate
+from dispatcher.ledger.sql.consumer import JournalConsumer
+from dispatcher.ledger.sql.engine import DurableLedger
+from dispatcher.ledger.sql.redis_source import RedisJournalSource
+from dispatcher.ledger.sweeper import sweep
+from dispatcher.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def ledger_pools(pools: Sequence[cfg.PoolSpec]) -> list[PoolSpec]:
+    """The ledger's view of the configured pools."""
+    return [
+        PoolSpec(
+            id=p.id,
+            family=p.quota_family,
+            rpm=p.rpm,
+            tpm=p.tpm,
+            input_tpm=p.input_tpm,
+            output_tpm=p.output_tpm,
+            tpd=p.tpd,
+            mode=p.mode,  # type: ignore[arg-type]  # validated: same literals as the enum
+            burst=p.burst,
+            safety_factor=p.safety_factor,
+            output_weight=p.output_weight,
+            refund_unused=p.refund_unused,
+            failure_mode=p.failure_mode,  # type: ignore[arg-type]
+            static_share=p.static_share,
+        )
+        for p in pools
+    ]
+
+
+async def ensure_schema(database_url: str) -> None:
+    """Migrate an embedded SQLite ledger; insist a shared database is already migrated."""
+    if sqlite_file_of(database_url) is not None:
+        await migrate.upgrade(database_url)
+        return
+    at, heads = await migrate.current(database_url), migrate.heads()
+    if at not in heads:
+        raise FailedPrecondition(
+            f"durable ledger {redact_url(database_url)} is at revision {at or 'none'}, "
+            f"expected {', '.join(heads)}: run `dispatcher migrate` first"
+        )
+
+
+def journal_source(ledger: Ledger, backends: Backends) -> JournalSource:
+    if isinstance(ledger, MemoryLedger):
+        return ledger.journal
+    assert backends.redis is not None, "a non-memory ledger implies a Redis hot store"
+    return RedisJournalSource(backends.redis)
+
+
+def open_registry(config: cfg.DispatcherConfig, backends: Backends) -> ClusterRegistry:
+    settings = RegistrySettings(
+        interval=config.routing.heartbeat_interval,
+        stale_after_intervals=config.routing.stale_after_intervals,
+        known_pools=frozenset(p.id for p in config.pools) or None,
+    )
+    if backends.redis is not None:
+        return RedisClusterRegistry(backends.redis, settings)
+    return MemoryClusterRegistry(settings)
+
+
+@dataclass
+class Runtime:
+    config: cfg.DispatcherConfig
+    backends: Backends
+    ledger: Ledger
+    durable: DurableLedger
+    consumer: JournalConsumer
+    registry: ClusterRegistry
+    hub: DirectiveHub = field(default_factory=DirectiveHub)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @classmethod
+    async def open(cls, config: cfg.DispatcherConfig) -> Runtime:
+        hot = config.hot_store
+        backends = await open_backends(hot.url, config.durable.database_url, hot.connect_timeout)
+        try:
+            await ensure_schema(config.durable.database_url)
+            ledger = await open_ledger(hot.url, ledger_pools(config.pools))
+        except BaseException:
+            await backends.aclose()
+            raise
+        durable = DurableLedger(backends.engine)
+        runtime = cls(
+            config=config,
+            backends=backends,
+            ledger=ledger,
+            durable=durable,
+            consumer=JournalConsumer(journal_source(ledger, backends), durable),
+            registry=open_registry(config, backends),
+        )
+        runtime._start_loops()
+        return runtime
+
+    def _start_loops(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self.consumer.run(), name="journal-consumer"),
+            asyncio.create_task(sweep(self.ledger, self._stop), name="lease-sweeper"),
+        ]
+
+    async def apply_usage(self, cluster_id: str, reports: Sequence[UsageReport]) -> list[str]:
+        return await intake.apply_usage(self.ledger, cluster_id, reports)
+
+    async def apply_observations(
+        self, cluster_id: str, observations: Sequence[tuple[str, Observation]]
+    ) -> None:
+        await intake.apply_observations(self.ledger, cluster_id, observations)
+
+    async def aclose(self) -> None:
+        """Stop the loops (the consumer finishes the batch in hand), then close backends."""
+        self._stop.set()
+        self.consumer.stop()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                try:
+                    await asyncio.wait_for(task, timeout=5.0)
+                except TimeoutError:
+                    log.warning("background loop did not stop in time", loop=task.get_name())
+        self._tasks = []
+        await self.registry.aclose()
+        await self.ledger.aclose()
+        await self.backends.aclose()
