@@ -72,6 +72,18 @@ async def ensure_schema(database_url: str) -> None:
         )
 
 
+async def apply_persisted_limits(
+    ledger: Ledger, durable: DurableLedger, config: cfg.DispatcherConfig
+) -> None:
+    """Operator-set limits outlive restarts: SQL holds them, the hot store gets them back."""
+    configured = {p.id for p in config.pools}
+    for pool_id, record in (await durable.pool_limits()).items():
+        if pool_id in configured:
+            await ledger.set_limits(pool_id, record.limits)
+        else:
+            log.warning("persisted limits for a pool no longer configured", pool=pool_id)
+
+
 def journal_source(ledger: Ledger, backends: Backends) -> JournalSource:
     if isinstance(ledger, MemoryLedger):
         return ledger.journal
@@ -113,6 +125,12 @@ class Runtime:
             await backends.aclose()
             raise
         durable = DurableLedger(backends.engine)
+        try:
+            await apply_persisted_limits(ledger, durable, config)
+        except BaseException:
+            await ledger.aclose()
+            await backends.aclose()
+            raise
         runtime = cls(
             config=config,
             backends=backends,

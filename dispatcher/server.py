@@ -21,7 +21,9 @@ from grpc_reflection.v1alpha import reflection
 from dispatcher.config import DispatcherConfig
 from dispatcher.logs import get_logger
 from dispatcher.rpc import services
+from dispatcher.rpc.admin_service import AdminServicer
 from dispatcher.rpc.agent_service import AgentServicer
+from dispatcher.rpc.auth import OperatorAuth, Role
 from dispatcher.runtime import Runtime
 from dispatcher.v1 import (
     admin_pb2,
@@ -57,6 +59,14 @@ GRPC_OPTIONS: Sequence[tuple[str, int]] = (
 def agent_tokens(config: DispatcherConfig) -> dict[str, str]:
     """Cluster id -> token; empty means agents are not authenticated (embedded default)."""
     return {cid: token.get_secret_value() for cid, token in config.auth.agent_tokens.items()}
+
+
+def operator_tokens(config: DispatcherConfig) -> dict[str, tuple[str, Role]]:
+    """Operator name -> (token, role); empty means the Admin API is open (loopback default)."""
+    return {
+        name: (entry.token.get_secret_value(), entry.role)
+        for name, entry in config.auth.operator_tokens.items()
+    }
 
 
 class DispatcherServer:
@@ -109,7 +119,9 @@ class DispatcherServer:
             on_observations=runtime.apply_observations,
         )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self._agents, server)
-        admin_pb2_grpc.add_AdminServiceServicer_to_server(services.AdminServicer(), server)
+        admin_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(runtime, OperatorAuth(operator_tokens(self.config))), server
+        )
         result_pb2_grpc.add_ResultServiceServicer_to_server(services.ResultServicer(), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

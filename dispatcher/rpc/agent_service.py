@@ -15,7 +15,6 @@ registry batches across streams; nothing here logs per message.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -25,7 +24,6 @@ from dispatcher.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from dispatcher.fleet.hub import Directive as HubDirective
 from dispatcher.fleet.hub import DirectiveHub, Drain
 from dispatcher.fleet.model import (
-    AdminState,
     ClusterInfo,
     ClusterLoad,
     ClusterReport,
@@ -39,6 +37,8 @@ from dispatcher.fleet.model import (
 from dispatcher.fleet.registry import ClusterRegistry
 from dispatcher.ledger.model import Observation
 from dispatcher.logs import get_logger
+from dispatcher.rpc.auth import bearer_token, token_digest
+from dispatcher.rpc.convert import ADMIN_FROM_PB, LANE_FROM_PB, OUTCOME_NAMES
 from dispatcher.rpc.handlers import Context, streaming
 from dispatcher.rpc.status import duration_from_seconds
 from dispatcher.v1 import agent_pb2, agent_pb2_grpc, common_pb2
@@ -48,32 +48,10 @@ log = get_logger(__name__)
 UsageHandler = Callable[[str, Sequence[UsageReport]], Awaitable[Sequence[str]]]
 ObservationHandler = Callable[[str, Sequence[tuple[str, Observation]]], Awaitable[None]]
 
-_LANES = {
-    common_pb2.TASK_CLASS_LIGHT: Lane.LIGHT,
-    common_pb2.TASK_CLASS_STANDARD: Lane.STANDARD,
-    common_pb2.TASK_CLASS_HEAVY: Lane.HEAVY,
-}
-_ADMIN = {
-    common_pb2.ADMIN_STATE_READY: AdminState.READY,
-    common_pb2.ADMIN_STATE_DRAIN: AdminState.DRAIN,
-    common_pb2.ADMIN_STATE_MAINT: AdminState.MAINT,
-}
-_OUTCOMES = {
-    value: name.removeprefix("TASK_OUTCOME_").lower()
-    for name, value in common_pb2.TaskOutcome.items()
-    if value != common_pb2.TASK_OUTCOME_UNSPECIFIED
-}
-
 
 async def durable_at_once(cluster_id: str, reports: Sequence[UsageReport]) -> list[str]:
     """Default ``on_usage`` until the ledger settles here: every report counts as durable."""
     return [report.report_id for report in reports]
-
-
-def _token_digest(token: str) -> bytes:
-    # Looked up by digest: the servicer keeps no raw tokens, and lookup time says nothing
-    # useful about how close a guess was.
-    return hashlib.sha256(token.encode()).digest()
 
 
 @dataclass
@@ -101,7 +79,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.hub = hub or DirectiveHub()
         self.rejections: Counter[str] = Counter()
         self._owners = (
-            None if tokens is None else {_token_digest(t): cid for cid, t in tokens.items()}
+            None if tokens is None else {token_digest(t): cid for cid, t in tokens.items()}
         )
         self._on_usage = on_usage
         self._on_observations = on_observations
@@ -130,12 +108,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def _authenticate(self, context: Context) -> str | None:
         if self._owners is None:
             return None
-        for key, value in context.invocation_metadata() or ():
-            if key == "authorization" and isinstance(value, str):
-                scheme, _, token = value.partition(" ")
-                owner = self._owners.get(_token_digest(token.strip()))
-                if scheme.lower() == "bearer" and owner is not None:
-                    return owner
+        token = bearer_token(context)
+        owner = self._owners.get(token_digest(token)) if token else None
+        if owner is not None:
+            return owner
         raise Unauthenticated("a known bearer token is required in 'authorization'")
 
     async def _read(
@@ -217,13 +193,13 @@ def _report(report: agent_pb2.AgentReport, first: bool) -> ClusterReport:
         boot_id=report.boot_id,
         info=_info(report.cluster_id, report.announce) if report.HasField("announce") else None,
         load=_load(report.load, report.versions) if has_load else None,
-        admin_state=_ADMIN.get(report.admin_state),
+        admin_state=ADMIN_FROM_PB.get(report.admin_state),
         weight_percent=report.weight_percent,
     )
 
 
 def _lane(value: common_pb2.TaskClass.ValueType, field: str) -> Lane:
-    lane = _LANES.get(value)
+    lane = LANE_FROM_PB.get(value)
     if lane is None:
         raise InvalidArgument(field, "must be LIGHT, STANDARD or HEAVY")
     return lane
@@ -277,7 +253,7 @@ def _usage(usage: agent_pb2.UsageReport) -> UsageReport:
         input_tokens=usage.usage.input_tokens,
         output_tokens=usage.usage.output_tokens,
         final=usage.final,
-        outcome=_OUTCOMES.get(usage.outcome, ""),
+        outcome=OUTCOME_NAMES.get(usage.outcome, ""),
         duration_s=usage.duration.ToTimedelta().total_seconds(),
         agent_version=usage.agent_version,
     )

@@ -13,6 +13,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from dispatcher.errors import InvalidArgument
+from dispatcher.fleet.model import AdminState, Lane
 from dispatcher.ledger import Cost, ReservationState, Usage
 from dispatcher.v1 import common_pb2
 
@@ -28,13 +29,26 @@ STATE_TO_PB: Mapping[ReservationState, common_pb2.ReservationState.ValueType] = 
     ReservationState.ABANDONED: common_pb2.RESERVATION_STATE_ABANDONED,
 }
 
+# Outcome names as the ledger and breakers record them: "success", "failure", "timeout", ...
 OUTCOME_NAMES: Mapping[common_pb2.TaskOutcome.ValueType, str] = {
-    common_pb2.TASK_OUTCOME_SUCCESS: "success",
-    common_pb2.TASK_OUTCOME_FAILURE: "failure",
-    common_pb2.TASK_OUTCOME_TIMEOUT: "timeout",
-    common_pb2.TASK_OUTCOME_CANCELLED: "cancelled",
-    common_pb2.TASK_OUTCOME_RATE_LIMITED: "rate_limited",
+    value: name.removeprefix("TASK_OUTCOME_").lower()
+    for name, value in common_pb2.TaskOutcome.items()
+    if value != common_pb2.TASK_OUTCOME_UNSPECIFIED
 }
+
+LANE_FROM_PB: Mapping[common_pb2.TaskClass.ValueType, Lane] = {
+    common_pb2.TASK_CLASS_LIGHT: Lane.LIGHT,
+    common_pb2.TASK_CLASS_STANDARD: Lane.STANDARD,
+    common_pb2.TASK_CLASS_HEAVY: Lane.HEAVY,
+}
+LANE_TO_PB = {lane: value for value, lane in LANE_FROM_PB.items()}
+
+ADMIN_FROM_PB: Mapping[common_pb2.AdminState.ValueType, AdminState] = {
+    common_pb2.ADMIN_STATE_READY: AdminState.READY,
+    common_pb2.ADMIN_STATE_DRAIN: AdminState.DRAIN,
+    common_pb2.ADMIN_STATE_MAINT: AdminState.MAINT,
+}
+ADMIN_TO_PB = {state: value for value, state in ADMIN_FROM_PB.items()}
 
 
 def required_id(value: str, field: str) -> str:

@@ -14,8 +14,6 @@ from dispatcher.ledger import Cost, Ledger, ReservationState, SettleResult
 from dispatcher.rpc import convert
 from dispatcher.rpc.handlers import Context, streaming, unary
 from dispatcher.v1 import (
-    admin_pb2,
-    admin_pb2_grpc,
     result_pb2,
     result_pb2_grpc,
     routing_pb2,
@@ -24,7 +22,6 @@ from dispatcher.v1 import (
 
 ROUTING = "routing engine"
 MAX_REASON_BYTES = 256
-ADMIN = "admin API"
 RELAY = "result relay"
 
 
@@ -95,75 +92,6 @@ def overdraw(result: SettleResult) -> dict[str, Cost]:
     """Usage charged beyond what was reserved, per pool: the debt the pools now carry."""
     held = result.reservation.cost
     return {pool: cost - held[pool] for pool, cost in result.charged.items() if pool in held}
-
-
-class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
-    @unary
-    async def GetQuota(
-        self, request: admin_pb2.GetQuotaRequest, context: Context
-    ) -> admin_pb2.GetQuotaResponse:
-        raise NotBuilt(f"AdminService.GetQuota ({ADMIN})")
-
-    @unary
-    async def ListClusters(
-        self, request: admin_pb2.ListClustersRequest, context: Context
-    ) -> admin_pb2.ListClustersResponse:
-        raise NotBuilt(f"AdminService.ListClusters ({ADMIN})")
-
-    @unary
-    async def ListBreakers(
-        self, request: admin_pb2.ListBreakersRequest, context: Context
-    ) -> admin_pb2.ListBreakersResponse:
-        raise NotBuilt(f"AdminService.ListBreakers ({ADMIN})")
-
-    @unary
-    async def ListSessions(
-        self, request: admin_pb2.ListSessionsRequest, context: Context
-    ) -> admin_pb2.ListSessionsResponse:
-        raise NotBuilt(f"AdminService.ListSessions ({ADMIN})")
-
-    @unary
-    async def SetLimits(
-        self, request: admin_pb2.SetLimitsRequest, context: Context
-    ) -> admin_pb2.PoolQuota:
-        raise NotBuilt(f"AdminService.SetLimits ({ADMIN})")
-
-    @unary
-    async def SetWeights(
-        self, request: admin_pb2.SetWeightsRequest, context: Context
-    ) -> admin_pb2.SetWeightsResponse:
-        raise NotBuilt(f"AdminService.SetWeights ({ADMIN})")
-
-    @unary
-    async def SetBreaker(
-        self, request: admin_pb2.SetBreakerRequest, context: Context
-    ) -> admin_pb2.BreakerSettings:
-        raise NotBuilt(f"AdminService.SetBreaker ({ADMIN})")
-
-    @unary
-    async def Drain(
-        self, request: admin_pb2.DrainRequest, context: Context
-    ) -> admin_pb2.ClusterStatus:
-        raise NotBuilt(f"AdminService.Drain ({ADMIN})")
-
-    @unary
-    async def Undrain(
-        self, request: admin_pb2.DrainRequest, context: Context
-    ) -> admin_pb2.ClusterStatus:
-        raise NotBuilt(f"AdminService.Undrain ({ADMIN})")
-
-    @unary
-    async def Explain(
-        self, request: routing_pb2.RouteRequest, context: Context
-    ) -> admin_pb2.Explanation:
-        raise NotBuilt(f"AdminService.Explain ({ROUTING})")
-
-    @streaming
-    async def Watch(
-        self, request: admin_pb2.WatchRequest, context: Context
-    ) -> AsyncIterator[admin_pb2.Event]:
-        raise NotBuilt(f"AdminService.Watch ({ADMIN})")
-        yield  # pragma: no cover - makes this an async generator
 
 
 class ResultServicer(result_pb2_grpc.ResultServiceServicer):

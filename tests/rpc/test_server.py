@@ -12,7 +12,6 @@ from dispatcher.errors import FailedPrecondition
 from dispatcher.rpc.health_client import check_health
 from dispatcher.server import SERVICE_NAMES, DispatcherServer
 from dispatcher.v1 import (
-    admin_pb2,
     admin_pb2_grpc,
     result_pb2,
     result_pb2_grpc,
@@ -71,8 +70,8 @@ async def test_reflection_serves_file_descriptors(channel: grpc.aio.Channel) -> 
             "RoutingService.Route",
         ),
         (
-            lambda ch: admin_pb2_grpc.AdminServiceStub(ch).GetQuota(admin_pb2.GetQuotaRequest()),
-            "AdminService.GetQuota",
+            lambda ch: admin_pb2_grpc.AdminServiceStub(ch).Explain(routing_pb2.RouteRequest()),
+            "AdminService.Explain",
         ),
         (
             lambda ch: result_pb2_grpc.ResultServiceStub(ch).Publish(

@@ -1,0 +1,190 @@
+"""AdminService: what operators see and change.
+
+Reads need the ``read`` role, changes the ``admin`` role (``rpc/auth.py``). Built so far:
+quota per pool, clusters, drain / undrain, and pool limits (persisted in the durable ledger,
+applied to the shared hot store at once). The routing-side views (breakers, sessions,
+weights, explain, watch) answer UNIMPLEMENTED until the routing engine is in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+
+from dispatcher import config as cfg
+from dispatcher.errors import InvalidArgument, NotBuilt, NotFound
+from dispatcher.fleet.hub import Drain
+from dispatcher.fleet.model import ClusterState
+from dispatcher.ledger import PoolSnapshot
+from dispatcher.ledger.admission import check_limits
+from dispatcher.rpc import convert
+from dispatcher.rpc.auth import OperatorAuth
+from dispatcher.rpc.handlers import Context, streaming, unary
+from dispatcher.rpc.status import duration_from_seconds
+from dispatcher.runtime import Runtime
+from dispatcher.v1 import admin_pb2, admin_pb2_grpc, common_pb2, routing_pb2
+
+ROUTING = "routing engine"
+MAX_REASON_BYTES = 256
+
+
+def quota_pb(snapshot: PoolSnapshot, spec: cfg.PoolSpec, degraded: bool) -> admin_pb2.PoolQuota:
+    quota = admin_pb2.PoolQuota(
+        pool_id=snapshot.pool_id,
+        family=spec.quota_family,
+        mode=spec.mode,
+        failure_mode=spec.failure_mode,
+        degraded=degraded,
+    )
+    for name, dim in snapshot.dims.items():
+        quota.dimensions.add(
+            name=name,
+            limit=dim.limit,
+            effective_limit=dim.effective_limit,
+            used=dim.used,
+            reserved=dim.reserved,
+            remaining=dim.remaining - dim.debt,
+            time_to_refill=duration_from_seconds(dim.refill_in),
+        )
+    if snapshot.blocked_until is not None and snapshot.blocked_until > snapshot.at:
+        quota.blocked_until.CopyFrom(convert.timestamp_of(snapshot.blocked_until))
+    return quota
+
+
+def cluster_pb(state: ClusterState, now: float) -> admin_pb2.ClusterStatus:
+    info, load = state.info, state.load
+    status = admin_pb2.ClusterStatus(
+        cluster=common_pb2.ClusterRef(id=info.id, region=info.region, endpoint=info.endpoint),
+        admin_state=convert.ADMIN_TO_PB[state.admin_state],
+        live=state.live,
+        heartbeat_age=duration_from_seconds(max(0.0, now - state.last_seen)),
+        boot_id=state.boot_id,
+        slots=info.slots,
+        agent_versions=info.versions,
+        pool_ids=info.pool_ids,
+        weight_percent=state.weight_percent or 100,
+    )
+    for lane in info.lanes:
+        status.lanes.add(lane=convert.LANE_TO_PB[lane.lane], slots=lane.slots)
+    if load is not None:
+        status.in_flight = load.in_flight
+        status.queue_depth = load.queue_depth
+        status.cpu_utilization = load.cpu
+        status.mem_utilization = load.mem
+    return status
+
+
+def checked_limits(limits: Mapping[str, float]) -> dict[str, float | None]:
+    if not limits:
+        raise InvalidArgument("limits", "name at least one dimension")
+    return check_limits(limits)
+
+
+class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
+    def __init__(self, runtime: Runtime, auth: OperatorAuth) -> None:
+        self.runtime = runtime
+        self.auth = auth
+        self._pools = {p.id: p for p in runtime.config.pools}
+
+    def _pool(self, pool_id: str, field: str) -> cfg.PoolSpec:
+        spec = self._pools.get(pool_id)
+        if spec is None:
+            raise NotFound("pool", pool_id or f"(empty {field})")
+        return spec
+
+    @unary
+    async def GetQuota(
+        self, request: admin_pb2.GetQuotaRequest, context: Context
+    ) -> admin_pb2.GetQuotaResponse:
+        self.auth.require(context, "read")
+        ids = list(request.pool_ids) or list(self._pools)
+        specs = [self._pool(pool_id, "pool_ids") for pool_id in ids]
+        degraded = bool(getattr(self.runtime.ledger, "degraded", False))
+        reply = admin_pb2.GetQuotaResponse()
+        for spec in specs:
+            snapshot = await self.runtime.ledger.snapshot(spec.id)
+            reply.pools.append(quota_pb(snapshot, spec, degraded))
+        return reply
+
+    @unary
+    async def ListClusters(
+        self, request: admin_pb2.ListClustersRequest, context: Context
+    ) -> admin_pb2.ListClustersResponse:
+        self.auth.require(context, "read")
+        now = time.time()
+        states = sorted(await self.runtime.registry.list(), key=lambda s: s.id)
+        return admin_pb2.ListClustersResponse(clusters=[cluster_pb(s, now) for s in states])
+
+    async def _drain(self, request: admin_pb2.DrainRequest, drain: bool) -> admin_pb2.ClusterStatus:
+        cluster_id = convert.required_id(request.cluster_id, "cluster_id")
+        if len(request.reason.encode()) > MAX_REASON_BYTES:
+            raise InvalidArgument("reason", f"longer than {MAX_REASON_BYTES} bytes")
+        state = await self.runtime.registry.set_drain(cluster_id, drain, request.reason)
+        # The hub reaches the cluster's stream if it is on this replica; streams on other
+        # replicas see the registry's drain flag on their next heartbeat.
+        self.runtime.hub.publish(cluster_id, Drain(drain, request.reason))
+        return cluster_pb(state, time.time())
+
+    @unary
+    async def Drain(
+        self, request: admin_pb2.DrainRequest, context: Context
+    ) -> admin_pb2.ClusterStatus:
+        self.auth.require(context, "admin")
+        return await self._drain(request, True)
+
+    @unary
+    async def Undrain(
+        self, request: admin_pb2.DrainRequest, context: Context
+    ) -> admin_pb2.ClusterStatus:
+        self.auth.require(context, "admin")
+        return await self._drain(request, False)
+
+    @unary
+    async def SetLimits(
+        self, request: admin_pb2.SetLimitsRequest, context: Context
+    ) -> admin_pb2.PoolQuota:
+        operator = self.auth.require(context, "admin")
+        spec = self._pool(request.pool_id, "pool_id")
+        limits = checked_limits(request.limits)
+        # Durable first: a limit the SQL ledger did not record would be lost on restart.
+        await self.runtime.durable.set_pool_limits(spec.id, limits, updated_by=operator)
+        snapshot = await self.runtime.ledger.set_limits(spec.id, limits)
+        degraded = bool(getattr(self.runtime.ledger, "degraded", False))
+        return quota_pb(snapshot, spec, degraded)
+
+    @unary
+    async def ListBreakers(
+        self, request: admin_pb2.ListBreakersRequest, context: Context
+    ) -> admin_pb2.ListBreakersResponse:
+        raise NotBuilt(f"AdminService.ListBreakers ({ROUTING})")
+
+    @unary
+    async def ListSessions(
+        self, request: admin_pb2.ListSessionsRequest, context: Context
+    ) -> admin_pb2.ListSessionsResponse:
+        raise NotBuilt(f"AdminService.ListSessions ({ROUTING})")
+
+    @unary
+    async def SetWeights(
+        self, request: admin_pb2.SetWeightsRequest, context: Context
+    ) -> admin_pb2.SetWeightsResponse:
+        raise NotBuilt(f"AdminService.SetWeights ({ROUTING})")
+
+    @unary
+    async def SetBreaker(
+        self, request: admin_pb2.SetBreakerRequest, context: Context
+    ) -> admin_pb2.BreakerSettings:
+        raise NotBuilt(f"AdminService.SetBreaker ({ROUTING})")
+
+    @unary
+    async def Explain(
+        self, request: routing_pb2.RouteRequest, context: Context
+    ) -> admin_pb2.Explanation:
+        raise NotBuilt(f"AdminService.Explain ({ROUTING})")
+
+    @streaming
+    async def Watch(
+        self, request: admin_pb2.WatchRequest, context: Context
+    ) -> AsyncIterator[admin_pb2.Event]:
+        raise NotBuilt(f"AdminService.Watch ({ROUTING})")
+        yield  # pragma: no cover - makes this an async generator
