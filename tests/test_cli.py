@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,61 +16,13 @@ import grpc
 import pytest
 
 from dispatcher.rpc.health_client import check_health
-
-START_TIMEOUT_S = 30.0
-
-
-def dispatcher_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dispatcher", *args]
-
-
-def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}"
-
-
-def wait_for_serving(proc: subprocess.Popen[str]) -> str:
-    """Read the JSON log until the ``serving`` line; return the address it names."""
-    assert proc.stderr is not None
-    deadline = time.monotonic() + START_TIMEOUT_S
-    seen = []
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            break
-        seen.append(line)
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if event.get("event") == "serving":
-            return str(event["address"])
-    proc.kill()
-    raise AssertionError(f"server did not report serving; stderr: {''.join(seen)}")
+from tests.serving import dispatcher_cmd, serving, sqlite_url
 
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    proc = subprocess.Popen(
-        dispatcher_cmd(
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--database-url",
-            sqlite_url(tmp_path),
-        ),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        yield proc, wait_for_serving(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        if proc.stderr is not None:
-            proc.stderr.close()
+    with serving("--database-url", sqlite_url(tmp_path)) as running:
+        yield running
 
 
 async def test_serve_answers_health_then_exits_zero_on_sigterm(

@@ -1,9 +1,16 @@
 """``dispatchctl``: the operator CLI. It talks only to the dispatcher's gRPC API.
 
-    dispatchctl [--server HOST:PORT] [--output table|json] health
+    dispatchctl [--server HOST:PORT] [--token TOKEN] [--output table|json] COMMAND
 
-The server address comes from ``--server``, else ``DISPATCHCTL_SERVER``, else
-127.0.0.1:50051. Failures print one line and exit non-zero.
+    health                        serving status of every service
+    quota [POOL ...]              limit, used, reserved, remaining and time to refill per pool
+    clusters                      clusters with state, liveness and load
+    drain CLUSTER [--reason R]    stop new work to a cluster; undrain CLUSTER lets it back
+    limits set POOL DIM=VALUE...  change a pool's limits (e.g. tpm=300000 rpm=1800)
+
+The server comes from ``--server``, else ``DISPATCHCTL_SERVER``, else 127.0.0.1:50051; the
+operator token from ``--token``, else ``DISPATCHCTL_TOKEN``. Every failure prints one line
+and exits 1 (2 for a usage error).
 """
 
 from __future__ import annotations
@@ -12,58 +19,153 @@ import argparse
 import asyncio
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 
-from dispatcher.cli.common import EXIT_FAILED, EXIT_OK, fail
+from dispatcher.cli import render
+from dispatcher.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from dispatcher.rpc.health_client import check_health
 from dispatcher.server import SERVICE_NAMES
+from dispatcher.v1 import admin_pb2, admin_pb2_grpc
 
 PROGRAM = "dispatchctl"
 DEFAULT_SERVER = "127.0.0.1:50051"
-CALL_TIMEOUT_S = 5.0
+
+Command = Callable[[grpc.aio.Channel, argparse.Namespace], Awaitable[int]]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--server",
-        default=os.environ.get("DISPATCHCTL_SERVER", DEFAULT_SERVER),
-        help="dispatcher address (env DISPATCHCTL_SERVER)",
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM,
+        description="Operate an agent-dispatcher.",
+        epilog="Environment: DISPATCHCTL_SERVER, DISPATCHCTL_TOKEN.",
     )
-    parser.add_argument("--output", choices=("table", "json"), default="table")
+    parser.add_argument("--server", default=os.environ.get("DISPATCHCTL_SERVER", DEFAULT_SERVER))
+    parser.add_argument(
+        "--token", default=os.environ.get("DISPATCHCTL_TOKEN"), help="operator token"
+    )
+    parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds per call (default 5)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("health", help="serving status of every dispatcher service")
+    commands.add_parser("health", help="serving status of every service")
+    quota = commands.add_parser("quota", help="quota per pool")
+    quota.add_argument("pools", nargs="*", metavar="POOL")
+    commands.add_parser("clusters", help="clusters with state and load")
+    for name in ("drain", "undrain"):
+        sub = commands.add_parser(name, help=f"{name} a cluster")
+        sub.add_argument("cluster")
+        sub.add_argument("--reason", default="")
+    limits = commands.add_parser("limits", help="pool limits")
+    limits_commands = limits.add_subparsers(dest="limits_command", required=True, metavar="ACTION")
+    limits_set = limits_commands.add_parser("set", help="change a pool's limits")
+    limits_set.add_argument("pool")
+    limits_set.add_argument("limits", nargs="+", metavar="DIM=VALUE")
     return parser
 
 
-async def health_of(server: str) -> dict[str, str]:
-    """Serving status per service name ("" is the server as a whole)."""
-    async with grpc.aio.insecure_channel(server) as channel:
-        return {
-            name or "(server)": await check_health(channel, name, CALL_TIMEOUT_S)
-            for name in ("", *SERVICE_NAMES)
-        }
+def parse_limits(items: Sequence[str]) -> dict[str, float]:
+    limits = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            limits[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            fail(PROGRAM, f"limit {item!r}: expected DIM=NUMBER, e.g. tpm=300000", EXIT_USAGE)
+    return limits
 
 
-def print_health(statuses: dict[str, str], output: str) -> None:
-    if output == "json":
+def metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {args.token}"),) if args.token else ()
+
+
+def show(args: argparse.Namespace, reply: object, table: Callable[[], render.Table]) -> None:
+    if args.output == "json":
+        print(render.as_json(reply))  # type: ignore[arg-type]
+    else:
+        render.print_table(table())
+
+
+async def cmd_health(channel: grpc.aio.Channel, args: argparse.Namespace) -> int:
+    statuses = {
+        name or "(server)": await check_health(channel, name, args.timeout)
+        for name in ("", *SERVICE_NAMES)
+    }
+    if args.output == "json":
         print(json.dumps(statuses, indent=2))
-        return
-    width = max(len(name) for name in statuses)
-    for name, status in statuses.items():
-        print(f"{name:<{width}}  {status}")
+    else:
+        width = max(map(len, statuses))
+        for name, status in statuses.items():
+            print(f"{name:<{width}}  {status}")
+    return EXIT_OK if all(s == "SERVING" for s in statuses.values()) else EXIT_FAILED
+
+
+async def cmd_quota(channel: grpc.aio.Channel, args: argparse.Namespace) -> int:
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    reply = await stub.GetQuota(
+        admin_pb2.GetQuotaRequest(pool_ids=args.pools),
+        metadata=metadata(args),
+        timeout=args.timeout,
+    )
+    show(args, reply, lambda: render.quota_table(reply.pools))
+    return EXIT_OK
+
+
+async def cmd_clusters(channel: grpc.aio.Channel, args: argparse.Namespace) -> int:
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    reply = await stub.ListClusters(
+        admin_pb2.ListClustersRequest(), metadata=metadata(args), timeout=args.timeout
+    )
+    show(args, reply, lambda: render.clusters_table(reply.clusters))
+    return EXIT_OK
+
+
+async def cmd_drain(channel: grpc.aio.Channel, args: argparse.Namespace) -> int:
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    method = stub.Drain if args.command == "drain" else stub.Undrain
+    request = admin_pb2.DrainRequest(cluster_id=args.cluster, reason=args.reason)
+    reply = await method(request, metadata=metadata(args), timeout=args.timeout)
+    show(args, reply, lambda: render.clusters_table([reply]))
+    return EXIT_OK
+
+
+async def cmd_limits(channel: grpc.aio.Channel, args: argparse.Namespace) -> int:
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    request = admin_pb2.SetLimitsRequest(pool_id=args.pool, limits=parse_limits(args.limits))
+    reply = await stub.SetLimits(request, metadata=metadata(args), timeout=args.timeout)
+    show(args, reply, lambda: render.quota_table([reply]))
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Command] = {
+    "health": cmd_health,
+    "quota": cmd_quota,
+    "clusters": cmd_clusters,
+    "drain": cmd_drain,
+    "undrain": cmd_drain,
+    "limits": cmd_limits,
+}
+
+
+def explain_rpc_error(error: grpc.aio.AioRpcError, server: str) -> str:
+    code = error.code()
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return f"cannot reach the dispatcher at {server} ({code.name.lower()})"
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return f"credential refused: {error.details()} (set --token or DISPATCHCTL_TOKEN)"
+    return f"{code.name}: {error.details()}"
+
+
+async def run(args: argparse.Namespace) -> int:
+    async with grpc.aio.insecure_channel(args.server) as channel:
+        return await COMMANDS[args.command](channel, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        statuses = asyncio.run(health_of(args.server))
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            fail(PROGRAM, f"cannot reach the dispatcher at {args.server}", EXIT_FAILED)
-        fail(PROGRAM, f"{exc.code().name}: {exc.details()}", EXIT_FAILED)
-    print_health(statuses, args.output)
-    serving = all(status == "SERVING" for status in statuses.values())
-    return EXIT_OK if serving else EXIT_FAILED
+        return asyncio.run(run(args))
+    except grpc.aio.AioRpcError as error:
+        fail(PROGRAM, explain_rpc_error(error, args.server), EXIT_FAILED)
