@@ -32,6 +32,7 @@ from dispatcher.ledger.sql.engine import DurableLedger
 from dispatcher.ledger.sql.redis_source import RedisJournalSource
 from dispatcher.ledger.sweeper import sweep
 from dispatcher.logs import get_logger
+from dispatcher.metrics import Metrics
 
 log = get_logger(__name__)
 
@@ -111,6 +112,7 @@ class Runtime:
     consumer: JournalConsumer
     registry: ClusterRegistry
     hub: DirectiveHub = field(default_factory=DirectiveHub)
+    metrics: Metrics = field(default_factory=Metrics)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -146,6 +148,7 @@ class Runtime:
         self._tasks = [
             asyncio.create_task(self.consumer.run(), name="journal-consumer"),
             asyncio.create_task(sweep(self.ledger, self._stop), name="lease-sweeper"),
+            asyncio.create_task(self.metrics.refresh_forever(self, self._stop), name="metrics"),
         ]
 
     async def apply_usage(self, cluster_id: str, reports: Sequence[UsageReport]) -> list[str]:
@@ -167,6 +170,7 @@ class Runtime:
                 except TimeoutError:
                     log.warning("background loop did not stop in time", loop=task.get_name())
         self._tasks = []
+        self.metrics.close()
         await self.registry.aclose()
         await self.ledger.aclose()
         await self.backends.aclose()

@@ -75,6 +75,7 @@ class DispatcherServer:
     def __init__(self, config: DispatcherConfig) -> None:
         self.config = config
         self.port = 0
+        self.metrics_port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._runtime: Runtime | None = None
@@ -94,6 +95,14 @@ class DispatcherServer:
 
     async def start(self) -> None:
         self._runtime = runtime = await Runtime.open(self.config)
+        metrics_listen = self.config.server.metrics_listen
+        if metrics_listen:
+            try:
+                self.metrics_port = runtime.metrics.serve(metrics_listen)
+            except OSError as exc:
+                await runtime.aclose()
+                self._runtime = None
+                raise OSError(f"cannot serve metrics on {metrics_listen}: {exc}") from exc
         server = grpc.aio.server(options=GRPC_OPTIONS)
         self._register(server, runtime)
         try:
@@ -105,7 +114,12 @@ class DispatcherServer:
         await server.start()
         self._server = server
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("serving", address=self.address, hot_store=self._hot_store_label())
+        log.info(
+            "serving",
+            address=self.address,
+            hot_store=self._hot_store_label(),
+            metrics_port=self.metrics_port,
+        )
 
     def _register(self, server: grpc.aio.Server, runtime: Runtime) -> None:
         routing_pb2_grpc.add_RoutingServiceServicer_to_server(
