@@ -2,6 +2,8 @@
 
 Backend tests talk to real servers. Locally a missing server skips its tests with the reason;
 under ``CI=true`` the same situation fails the run, so CI can never go green by skipping.
+Redis Cluster tests start a private cluster (``tests/redis_cluster.py``) when ``redis-server``
+is installed, under the same policy.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from dispatcher.ledger.sql import migrate
+from tests import redis_cluster
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -47,14 +50,17 @@ def _reachable(url: str, default_port: int) -> bool:
         return False
 
 
-def require_server(url: str, default_port: int, what: str) -> None:
-    """Skip (locally) or fail (CI=true) when ``url`` cannot be reached."""
-    if _reachable(url, default_port):
-        return
-    message = f"{what} not reachable at {url}"
+def unavailable(message: str, remedy: str) -> None:
+    """Skip (locally) or fail (CI=true): a backend this test needs is missing."""
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{message}; CI=true requires every backend", pytrace=False)
-    pytest.skip(f"{message}; start it or pass its URL")
+    pytest.skip(f"{message}; {remedy}")
+
+
+def require_server(url: str, default_port: int, what: str) -> None:
+    """Skip (locally) or fail (CI=true) when ``url`` cannot be reached."""
+    if not _reachable(url, default_port):
+        unavailable(f"{what} not reachable at {url}", "start it or pass its URL")
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +75,22 @@ def database_url(request: pytest.FixtureRequest) -> str:
     url: str = request.config.getoption("--database-url")
     require_server(url, 5432, "PostgreSQL")
     return url
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private 3-primary Redis Cluster for the session, as a ``redis+cluster://`` URL."""
+    if missing := redis_cluster.missing_binaries():
+        unavailable(f"Redis Cluster tests need {' and '.join(missing)}", "install redis-server")
+    with redis_cluster.running(tmp_path_factory.mktemp("redis-cluster")) as url:
+        yield url
+
+
+@pytest.fixture
+def redis_cluster_db(redis_cluster_url: str) -> Iterator[str]:
+    """The cluster URL, every primary flushed before and after the test."""
+    with redis_cluster.flushed(redis_cluster_url):
+        yield redis_cluster_url
 
 
 @pytest.fixture

@@ -12,6 +12,9 @@ trip; 10,000 clusters are a few MB)::
     {ns}:drain     hash  cluster id -> operator's reason (present = drained)
     {ns}:live:<id> key   refreshed with a TTL of stale_after by every heartbeat
 
+The same code runs on one server or a Redis Cluster (``dispatcher.redis_client``): one slot
+means every pipeline below goes to one node, and MULTI is allowed there.
+
 Heartbeats that arrive while a script call is in flight are sent together in the next one
 (group commit): the Python client, not Redis, is the cost per call (DESIGN §10).
 """
@@ -25,9 +28,6 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import redis.asyncio as redis_asyncio
-from redis.exceptions import RedisError
-
 from dispatcher.errors import BackendUnavailable, InvalidArgument, NotFound
 from dispatcher.fleet import codec
 from dispatcher.fleet.model import AdminState, ClusterReport, ClusterState, ReportOutcome
@@ -38,6 +38,7 @@ from dispatcher.fleet.registry import (
     counters_of,
     deltas,
 )
+from dispatcher.redis_client import REDIS_ERRORS, SERVER_TIME_LUA, AnyRedis
 
 DEFAULT_NAMESPACE = "dispatcher:fleet"
 MAX_BATCH = 256
@@ -60,7 +61,7 @@ class RedisClusterRegistry:
 
     def __init__(
         self,
-        client: redis_asyncio.Redis,
+        client: AnyRedis,
         settings: RegistrySettings | None = None,
         namespace: str = DEFAULT_NAMESPACE,
     ) -> None:
@@ -124,7 +125,7 @@ class RedisClusterRegistry:
             args.extend(item.args)
         try:
             replies: list[list[Any]] = await self._script(keys=keys, args=args)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BackendUnavailable("redis", str(exc) or type(exc).__name__) from exc
         return replies
 
@@ -152,7 +153,7 @@ class RedisClusterRegistry:
                     pipe.hget(key, cluster_id)
                 pipe.exists(self._live_prefix + cluster_id)
                 info, load, meta, drain, live = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BackendUnavailable("redis", str(exc) or type(exc).__name__) from exc
         state = _state(info, load, meta, drain, bool(live))
         if state is None:
@@ -164,9 +165,10 @@ class RedisClusterRegistry:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in self._read_hashes:
                     pipe.hgetall(key)
-                pipe.time()
+                # The clock of the node holding the fleet, which the record script uses.
+                pipe.eval(SERVER_TIME_LUA, 1, self._hashes[2])
                 infos, loads, metas, drains, (sec, usec) = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BackendUnavailable("redis", str(exc) or type(exc).__name__) from exc
         # Same rule as the live key's TTL, by the same clock, without reading 10,000 keys.
         now_ms = int(sec) * 1000 + int(usec) // 1000
@@ -189,7 +191,7 @@ class RedisClusterRegistry:
                 await self._client.hset(drains, cluster_id, reason)
             else:
                 await self._client.hdel(drains, cluster_id)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BackendUnavailable("redis", str(exc) or type(exc).__name__) from exc
         return await self.get(cluster_id)
 
@@ -200,7 +202,7 @@ class RedisClusterRegistry:
                     pipe.hdel(key, cluster_id)
                 pipe.delete(self._live_prefix + cluster_id)
                 removed = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             raise BackendUnavailable("redis", str(exc) or type(exc).__name__) from exc
         return bool(removed[2])
 

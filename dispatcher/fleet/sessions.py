@@ -46,9 +46,11 @@ class SessionStore(Protocol):
         """Pin the session (new, or moved when ``handover``: its handover count grows)."""
         ...
 
-    async def list(
+    async def sessions(
         self, cluster_id: str | None = None, limit: int = 100
-    ) -> list[SessionRecord]: ...
+    ) -> list[SessionRecord]:
+        """Sessions pinned to ``cluster_id`` (all when None), at most ``limit``."""
+        ...
 
     async def aclose(self) -> None: ...
 

@@ -1,8 +1,10 @@
 """Choose and open a hot-store ledger from a URL: one explicit table, scheme -> backend.
 
 ``memory://`` is the embedded default; ``redis://``, ``rediss://`` and ``unix://`` open the
-Redis ledger, wrapped (unless ``failover=False``) so each pool follows its failure mode while
-Redis is unreachable.
+Redis ledger on one server, ``redis+cluster://`` and ``rediss+cluster://`` on a Redis Cluster
+named by comma-separated seed nodes (``redis+cluster://10.0.0.1:6379,10.0.0.2:6379``; rules in
+``dispatcher.redis_client``). The Redis ledger is wrapped (unless ``failover=False``) so each
+pool follows its failure mode while Redis is unreachable.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from dispatcher.ledger.memory import MemoryLedger
 from dispatcher.ledger.model import PoolSpec
 from dispatcher.ledger.protocol import Ledger
 from dispatcher.ledger.redis_backend import RedisLedger
+from dispatcher.redis_client import is_redis_url
 
 MEMORY_SCHEMES = frozenset({"memory"})
-REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
 
 
 async def open_ledger(
@@ -41,7 +43,7 @@ async def open_ledger(
     scheme = urlsplit(url).scheme
     if scheme in MEMORY_SCHEMES:
         return MemoryLedger(pools)
-    if scheme not in REDIS_SCHEMES:
+    if not is_redis_url(url):
         raise ConfigError("configuration", "hot_store.url", f"unsupported scheme {scheme!r}")
     primary = await RedisLedger.open(url, pools, **redis_options)
     if not failover:

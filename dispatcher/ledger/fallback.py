@@ -22,9 +22,10 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dispatcher.errors import BackendUnavailable, InvalidArgument
+from dispatcher.ledger.events import EventKind
 from dispatcher.ledger.journal import MemoryJournal
 from dispatcher.ledger.memory import Clock, MemoryLedger
 from dispatcher.ledger.model import (
@@ -216,6 +217,18 @@ class FailoverLedger:
 
     async def snapshot(self, pool_id: str) -> PoolSnapshot:
         return await self._primary(lambda: self.primary.snapshot(pool_id))
+
+    async def record(
+        self,
+        kind: EventKind,
+        reservation_id: str | None,
+        pool_ids: Sequence[str],
+        data: Mapping[str, Any],
+    ) -> None:
+        try:
+            await self._primary(lambda: self.primary.record(kind, reservation_id, pool_ids, data))
+        except BackendUnavailable:
+            await self.local.record(kind, reservation_id, pool_ids, data)
 
     async def set_limits(self, pool_id: str, limits: Mapping[str, float | None]) -> PoolSnapshot:
         return await self._primary(lambda: self.primary.set_limits(pool_id, limits))

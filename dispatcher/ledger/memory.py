@@ -12,6 +12,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from dispatcher.errors import FailedPrecondition, InvalidArgument, NotFound
 from dispatcher.ledger import bucket
@@ -315,6 +316,15 @@ class MemoryLedger:
         bucket.set_limits(self._pools[pool_id], checked, now)
         self.journal.append(EventKind.LIMITS_SET, now, None, (pool_id,), {"limits": checked})
         return bucket.snapshot(self._pools[pool_id], now)
+
+    async def record(
+        self,
+        kind: EventKind,
+        reservation_id: str | None,
+        pool_ids: Sequence[str],
+        data: Mapping[str, Any],
+    ) -> None:
+        self.journal.append(kind, self._clock(), reservation_id, pool_ids, data)
 
     async def aclose(self) -> None:
         return None

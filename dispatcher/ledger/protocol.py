@@ -7,9 +7,10 @@ reservation), FailedPrecondition (wrong state), BackendUnavailable (hot store do
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
+from dispatcher.ledger.events import EventKind
 from dispatcher.ledger.model import (
     Denial,
     Observation,
@@ -75,6 +76,17 @@ class Ledger(Protocol):
 
     async def set_limits(self, pool_id: str, limits: Mapping[str, float | None]) -> PoolSnapshot:
         """Change configured limits by dimension name; None stops enforcing a dimension."""
+        ...
+
+    async def record(
+        self,
+        kind: EventKind,
+        reservation_id: str | None,
+        pool_ids: Sequence[str],
+        data: Mapping[str, Any],
+    ) -> None:
+        """Journal an event that changes no quota (a breaker transition, a session handover)
+        through the same journal as every mutation, stamped with the store's clock."""
         ...
 
     async def aclose(self) -> None:

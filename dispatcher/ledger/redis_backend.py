@@ -5,26 +5,30 @@ Every script names all its keys in KEYS, takes its time from ``TIME`` (never the
 appends its journal entry itself, so a decision and its record are one atomic step. A
 reservation id is derived from the family and request id, so a retried reserve finds the
 first reservation by key. Concurrent reserves of one family are batched (see ``batcher``).
+
+The client is a single node or a Redis Cluster (``dispatcher.redis_client``); the code is the
+same for both because every script's keys share their family's hash tag (one slot), EVALSHA
+goes to the node owning that slot, and a NOSCRIPT there loads the script again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from dispatcher.errors import BackendUnavailable, FailedPrecondition, InvalidArgument, NotFound
 from dispatcher.ledger import bucket
 from dispatcher.ledger.admission import check_limits, check_outcome, plan, pool_spec
 from dispatcher.ledger.batcher import Batcher
-from dispatcher.ledger.events import JournalEvent
+from dispatcher.ledger.events import EventKind, JournalEvent
 from dispatcher.ledger.model import (
     Cost,
     Denial,
@@ -46,11 +50,20 @@ from dispatcher.ledger.redis_codec import (
     replayable,
     reservation_from_record,
 )
+from dispatcher.redis_client import (
+    REDIS_ERRORS,
+    SERVER_TIME_LUA,
+    AnyRedis,
+    client_from_url,
+    seconds,
+)
 
 _SCRIPTS = (
     "reserve", "dispatch", "extend", "usage", "settle", "release", "expire", "reconcile",
-    "set_limits", "init",
+    "set_limits", "init", "record",
 )  # fmt: skip
+#: Journal family of events that belong to no pool (breaker transitions, handovers).
+EVENTS_FAMILY = "events"
 _EXPIRE_BATCH = 100
 
 
@@ -59,32 +72,30 @@ def _lua(name: str) -> str:
     return (folder / "lib.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
 
 
-@contextmanager
-def _translated() -> Iterator[None]:
-    """Redis failures leave this module only as BackendUnavailable."""
-    try:
-        yield
-    except (RedisError, OSError, TimeoutError) as exc:
-        raise BackendUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
-
-
 class RedisLedger:
     """The ledger in Redis. Build it with :meth:`open`.
 
+    At most ``max_calls`` calls run at once; one more waits up to ``wait_s`` for its turn.
     ``test_clock`` is a test hook: when set, scripts use its time instead of ``TIME``.
     """
 
     def __init__(
         self,
-        client: Redis,
+        client: AnyRedis,
         pools: Sequence[PoolSpec],
         *,
         keys: RedisKeys | None = None,
         test_clock: Callable[[], float] | None = None,
         max_batch: int = 128,
         max_inflight: int = 2,
+        max_calls: int = 32,
+        wait_s: float = 0.25,
     ) -> None:
         self._client = client
+        # A cluster client refuses a connection beyond its cap instead of waiting for one,
+        # and a refusal would open the failover breaker under a mere burst: queue here.
+        self._gate = asyncio.Semaphore(max_calls)
+        self._wait_s = wait_s
         self._keys = keys or RedisKeys()
         self._specs = {p.id: p for p in pools}
         if len(self._specs) != len(pools):
@@ -115,16 +126,12 @@ class RedisLedger:
         timeout_s: float = 0.25,
         **kwargs: Any,
     ) -> RedisLedger:
-        """Connect with a bounded blocking pool; every call (and wait for a connection)
-        fails after ``timeout_s`` as BackendUnavailable."""
-        connections = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=timeout_s,
-            socket_timeout=timeout_s,
-            socket_connect_timeout=timeout_s,
-        )
-        ledger = cls(Redis.from_pool(connections), pools, **kwargs)
+        """Connect to a single node or a cluster (see ``dispatcher.redis_client``) with at
+        most ``max_connections`` connections; every call (and wait for a connection) fails
+        after ``timeout_s`` as BackendUnavailable."""
+        client = client_from_url(url, timeout_s=timeout_s, max_connections=max_connections)
+        kwargs = {"max_calls": max_connections, "wait_s": timeout_s, **kwargs}
+        ledger = cls(client, pools, **kwargs)
         try:
             await ledger.seed_pools()
         except BaseException:
@@ -134,7 +141,8 @@ class RedisLedger:
 
     async def seed_pools(self) -> None:
         """Create configured pools Redis does not hold yet; register the journal streams."""
-        with _translated():
+        async with self._redis():
+            await self._client.sadd(self._keys.streams, self._keys.journal(EVENTS_FAMILY))
             for family, pids in self._families.items():
                 await self._client.sadd(self._keys.streams, self._keys.journal(family))
                 specs = [self._spec_json(self._specs[p]) for p in pids]
@@ -152,19 +160,34 @@ class RedisLedger:
     def _now_arg(self) -> str:
         return repr(self._test_clock()) if self._test_clock else ""
 
+    @asynccontextmanager
+    async def _redis(self) -> AsyncIterator[None]:
+        """Wait for a turn (see ``max_calls``); Redis failures leave only as
+        BackendUnavailable."""
+        try:
+            async with asyncio.timeout(self._wait_s):
+                await self._gate.acquire()
+        except TimeoutError:
+            raise BackendUnavailable("redis", f"no free connection in {self._wait_s}s") from None
+        try:
+            yield
+        except REDIS_ERRORS as exc:  # (builtin TimeoutError is an OSError)
+            raise BackendUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self._gate.release()
+
     async def _call(self, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
         """Run a script; a missing pool is seeded again and the call retried once."""
         for attempt in (1, 2):
-            try:
-                return await self._scripts[name](keys=keys, args=[self._now_arg(), *args])
-            except ResponseError as exc:
-                code, _, detail = str(exc).partition(" ")
-                if code in ("NORES", "STATE"):
-                    raise _Refused(code, detail) from exc
-                if code != "NOPOOL" or attempt == 2:
-                    raise BackendUnavailable("redis", f"{name}: {exc}") from exc
-            except (RedisError, OSError, TimeoutError) as exc:
-                raise BackendUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
+            async with self._redis():
+                try:
+                    return await self._scripts[name](keys=keys, args=[self._now_arg(), *args])
+                except ResponseError as exc:
+                    code, _, detail = str(exc).partition(" ")
+                    if code in ("NORES", "STATE"):
+                        raise _Refused(code, detail) from exc
+                    if code != "NOPOOL" or attempt == 2:
+                        raise BackendUnavailable("redis", f"{name}: {exc}") from exc
             await self.seed_pools()
         raise AssertionError("unreachable")
 
@@ -221,7 +244,7 @@ class RedisLedger:
 
     async def get(self, reservation_id: str) -> Reservation:
         family = self._family(reservation_id)
-        with _translated():
+        async with self._redis():
             raw = await self._client.get(self._keys.res(family, reservation_id))
         if raw is None:
             raise NotFound("reservation", reservation_id)
@@ -267,7 +290,7 @@ class RedisLedger:
     async def _expire_some(self, family: str, room: int, done: list[str]) -> bool:
         """Abandon due leases among the earliest few; True if there may be more due."""
         k, pids = self._keys, self._families[family]
-        with _translated():
+        async with self._redis():
             raw_ids = await self._client.zrange(k.leases(family), 0, min(room, _EXPIRE_BATCH) - 1)
         rids = [r.decode() if isinstance(r, bytes) else str(r) for r in raw_ids]
         if not rids:
@@ -296,14 +319,14 @@ class RedisLedger:
 
     async def snapshot(self, pool_id: str) -> PoolSnapshot:
         spec = pool_spec(self._specs, pool_id)
-        with _translated():
-            async with self._client.pipeline(transaction=True) as pipe:
-                pipe.time()
-                pipe.hgetall(self._keys.pool(spec.family, pool_id))
-                (secs, micros), raw = await pipe.execute()
+        key = self._keys.pool(spec.family, pool_id)
+        async with self._redis(), self._client.pipeline(transaction=True) as pipe:
+            pipe.eval(SERVER_TIME_LUA, 1, key)  # the pool's own node's clock
+            pipe.hgetall(key)
+            server_time, raw = await pipe.execute()
         if not raw:
             raise BackendUnavailable("redis", f"pool {pool_id} is missing; restart to seed it")
-        now = self._test_clock() if self._test_clock else secs + micros / 1e6
+        now = self._test_clock() if self._test_clock else seconds(server_time)
         return bucket.snapshot(pool_state(spec, raw), now)
 
     async def set_limits(self, pool_id: str, limits: Mapping[str, float | None]) -> PoolSnapshot:
@@ -316,13 +339,27 @@ class RedisLedger:
     async def append_journal(self, events: Sequence[JournalEvent]) -> None:
         """Copy events journalled elsewhere (a replica's outage journal) into the streams of
         their families; ``origin`` keeps the id they had there."""
-        with _translated():
-            async with self._client.pipeline(transaction=False) as pipe:
-                for event in events:
-                    family = pool_spec(self._specs, event.pool_ids[0]).family
-                    fields = {**event.to_fields(), "origin": event.event_id}
-                    pipe.xadd(self._keys.journal(family), fields)  # type: ignore[arg-type]
-                await pipe.execute()
+        async with self._redis(), self._client.pipeline(transaction=False) as pipe:
+            for event in events:
+                family = self._family_of(event.pool_ids)
+                fields = {**event.to_fields(), "origin": event.event_id}
+                pipe.xadd(self._keys.journal(family), fields)  # type: ignore[arg-type]
+            await pipe.execute()
+
+    def _family_of(self, pool_ids: Sequence[str]) -> str:
+        return pool_spec(self._specs, pool_ids[0]).family if pool_ids else EVENTS_FAMILY
+
+    async def record(
+        self,
+        kind: EventKind,
+        reservation_id: str | None,
+        pool_ids: Sequence[str],
+        data: Mapping[str, Any],
+    ) -> None:
+        key = self._keys.journal(self._family_of(pool_ids))
+        args = [kind.value, reservation_id or "", ",".join(pool_ids), json.dumps(data)]
+        async with self._redis():
+            await self._scripts["record"](keys=[key], args=[self._now_arg(), *args])
 
     async def aclose(self) -> None:
         for batcher in self._batchers.values():

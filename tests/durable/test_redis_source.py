@@ -98,6 +98,18 @@ async def test_pending_counts_undelivered_and_unacked(
     assert await source.pending() == 1
 
 
+async def test_a_family_with_a_slash_is_acked_and_trimmed(
+    redis_client: aioredis.Redis, names: Names
+) -> None:
+    """Quota families look like ``azure/gpt-4o``: the entry id is what follows the last slash."""
+    family = names.family("azure/gpt-4o")
+    await names.journal(redis_client, family, lifecycle("r1", T0))
+    source = names.source(redis_client)
+    await source.ack([e.event_id for e in await source.read(10, 0)])
+    assert await source.pending() == 0
+    assert await _entry_ids(redis_client, stream_key(family)) == []
+
+
 async def test_trimming_stops_at_the_oldest_unacked_entry(
     redis_client: aioredis.Redis, names: Names
 ) -> None:

@@ -1,4 +1,5 @@
-"""The cluster registry contract runs on every backend: memory (fake clock) and Redis."""
+"""The cluster registry contract runs on every backend: memory (fake clock), Redis, and a
+private Redis Cluster."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
-import redis.asyncio as redis_asyncio
 
 from dispatcher.fleet.memory import MemoryClusterRegistry
 from dispatcher.fleet.model import (
@@ -18,6 +18,7 @@ from dispatcher.fleet.model import (
 )
 from dispatcher.fleet.redis_registry import RedisClusterRegistry
 from dispatcher.fleet.registry import ClusterRegistry, RegistrySettings
+from dispatcher.redis_client import client_from_url
 
 
 @dataclass
@@ -28,7 +29,13 @@ class Backend:
     advance: Callable[[float], Awaitable[None]]
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis_cluster),
+    ]
+)
 async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
     if request.param == "memory":
         now = [1_000_000.0]
@@ -38,8 +45,8 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
 
         yield Backend(lambda s: MemoryClusterRegistry(s, clock=lambda: now[0]), advance_clock)
         return
-    url = request.getfixturevalue("redis_db")
-    client = redis_asyncio.Redis.from_url(url)
+    url = request.getfixturevalue("redis_db" if request.param == "redis" else "redis_cluster_db")
+    client = client_from_url(url, timeout_s=5, max_connections=64)
     made: list[ClusterRegistry] = []
 
     def make(settings: RegistrySettings) -> ClusterRegistry:

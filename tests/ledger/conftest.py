@@ -1,4 +1,5 @@
-"""Ledger contract fixtures: one suite, every backend (memory always; Redis via ``redis_db``).
+"""Ledger contract fixtures: one suite, every backend (memory always; Redis via ``redis_db``;
+a private Redis Cluster via ``redis_cluster_db``).
 
 Time is a :class:`FakeClock` the test moves by hand. The memory ledger reads it directly; the
 Redis ledger passes it to its scripts through the ``test_clock`` hook instead of ``TIME``, so
@@ -56,11 +57,10 @@ async def _memory(pools: Sequence[PoolSpec], clock: FakeClock) -> tuple[Ledger, 
 
 async def read_redis_journal(url: str) -> list[JournalEvent]:
     """Every event of every journal stream the ledger registered, oldest first."""
-    import redis.asyncio as aioredis
-
     from dispatcher.ledger.redis_codec import RedisKeys, event_from_entry, family_of_stream
+    from dispatcher.redis_client import client_from_url
 
-    client = aioredis.Redis.from_url(url, decode_responses=True)
+    client = client_from_url(url, timeout_s=5, max_connections=4, decode_responses=True)
     try:
         events = []
         for stream in sorted(await client.smembers(RedisKeys().streams)):
@@ -83,10 +83,20 @@ async def _redis(url: str, pools: Sequence[PoolSpec], clock: FakeClock) -> tuple
     return ledger, Harness(ledger, clock, journal)
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+URL_FIXTURES = {"memory": None, "redis": "redis_db", "redis-cluster": "redis_cluster_db"}
+
+
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis_cluster),
+    ]
+)
 async def make_ledger(request: pytest.FixtureRequest) -> AsyncIterator[MakeLedger]:
     """``await make_ledger([pool, ...])`` -> a fresh :class:`Harness` on this backend."""
-    url = request.getfixturevalue("redis_db") if request.param == "redis" else ""
+    fixture = URL_FIXTURES[request.param]
+    url = str(request.getfixturevalue(fixture)) if fixture else ""
     opened: list[Ledger] = []
 
     async def make(pools: Sequence[PoolSpec]) -> Harness:

@@ -9,6 +9,7 @@ import random
 import pytest
 
 from dispatcher.errors import FailedPrecondition, InvalidArgument, NotFound
+from dispatcher.ledger.events import EventKind
 from dispatcher.ledger.model import (
     Denial,
     Mode,
@@ -414,3 +415,20 @@ async def test_journal_has_exactly_one_event_per_mutation(make_ledger: MakeLedge
     assert all(e.pool_ids == ("p1",) for e in events)
     assert events[0].data["cost"]["p1"]["tokens"] == 500
     assert events[4].data["outcome"] == "ok"
+
+
+# -- events that change no quota -----------------------------------------------------------------
+
+
+async def test_recorded_events_join_the_journal_with_the_store_clock(
+    make_ledger: MakeLedger,
+) -> None:
+    h = await make_ledger([spec(tpm=1000)])
+    before = len(await h.journal())
+    await h.ledger.record(EventKind.HANDOVER, None, (), {"session": "s1", "from": "a", "to": "b"})
+    await h.ledger.record(EventKind.BREAKER, None, ("p1",), {"agent_version": "auditor@1"})
+    events = (await h.journal())[before:]
+    assert [e.kind for e in events] == [EventKind.HANDOVER, EventKind.BREAKER]
+    assert events[0].data == {"session": "s1", "from": "a", "to": "b"}
+    assert events[1].pool_ids == ("p1",)
+    assert all(e.at == h.clock.now for e in events)

@@ -63,7 +63,11 @@ async def test_keys_are_hash_tagged_by_family(redis_db: str, raw: aioredis.Redis
         "dsp:{azure/gpt-4o}:journal",
         "dsp:journal:streams",
     }
-    assert await raw.smembers("dsp:journal:streams") == {"dsp:{azure/gpt-4o}:journal"}
+    # The family's stream, and the one for events of no pool (breaker trips, handovers).
+    assert await raw.smembers("dsp:journal:streams") == {
+        "dsp:{azure/gpt-4o}:journal",
+        "dsp:{events}:journal",
+    }
     (event,) = await read_redis_journal(redis_db)
     assert event.event_id.startswith("azure/gpt-4o/")
     assert event.reservation_id == res.reservation_id

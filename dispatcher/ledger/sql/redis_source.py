@@ -15,6 +15,12 @@ An event's id is ``"<family>/<entry id>"``. Delivery is at-least-once:
 - A malformed entry is moved to ``dsp:{<family>}:journal:dead`` (same slot) and acked, so
   one bad entry neither blocks trimming nor is lost.
 
+On a Redis Cluster each family's stream sits in its family's slot, and one XREADGROUP may
+not span slots: streams are read one slot at a time, all slots in one pipeline (one round
+trip per node), without BLOCK (a blocking read of one slot would starve the others); an
+empty pass sleeps ``poll_ms`` instead. On a single node everything is one "slot" and one
+blocking XREADGROUP reads every stream, as before.
+
 The client must use RESP2 (redis-py's default); bytes or decoded responses both work. Keep
 ``block_ms`` of ``read`` below the client's socket timeout (redis-py: 5 s by default), or a
 quiet journal reads as an outage. Writers must never cap the stream (XADD MAXLEN): that
@@ -32,12 +38,12 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis import exceptions as redis_exc
 
 from dispatcher.errors import BackendUnavailable
 from dispatcher.ledger.events import JournalEvent
 from dispatcher.logs import get_logger
+from dispatcher.redis_client import AnyRedis, key_slot
 
 REGISTRY = "dsp:journal:streams"
 GROUP = "durable-ledger"
@@ -68,7 +74,12 @@ def default_consumer_name() -> str:
 async def redis_errors(action: str) -> AsyncIterator[None]:
     try:
         yield
-    except (redis_exc.ConnectionError, redis_exc.TimeoutError, OSError) as exc:
+    except (
+        redis_exc.ConnectionError,
+        redis_exc.TimeoutError,
+        redis_exc.RedisClusterException,  # an unreachable cluster (not a RedisError)
+        OSError,
+    ) as exc:
         raise BackendUnavailable("redis", f"{action}: {type(exc).__name__}: {exc}") from exc
 
 
@@ -77,7 +88,7 @@ class RedisJournalSource:
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: AnyRedis,
         *,
         consumer: str | None = None,
         group: str = GROUP,
@@ -85,6 +96,7 @@ class RedisJournalSource:
         claim_idle_ms: int = 30_000,
         refresh_s: float = 1.0,
         trim_every_s: float = 1.0,
+        poll_ms: int = 100,
     ) -> None:
         self.client = client
         self.consumer = consumer or default_consumer_name()
@@ -93,7 +105,9 @@ class RedisJournalSource:
         self.claim_idle_ms = claim_idle_ms
         self._refresh_s = refresh_s
         self._trim_every_s = trim_every_s
+        self._poll_ms = poll_ms
         self._streams: list[str] = []
+        self._by_slot: list[list[str]] = []  # streams one XREADGROUP may read together
         self._grouped: set[str] = set()
         self._refreshed_at = float("-inf")
         self._claimed_at = float("-inf")
@@ -124,7 +138,8 @@ class RedisJournalSource:
     async def ack(self, event_ids: Sequence[str]) -> None:
         by_key: dict[str, list[str]] = defaultdict(list)
         for event_id in event_ids:
-            family, _, entry_id = event_id.partition("/")
+            # rpartition: a family may contain "/" ("azure/gpt-4o"); an entry id never does.
+            family, _, entry_id = event_id.rpartition("/")
             by_key[stream_key(family)].append(entry_id)
         async with redis_errors("ack journal"):
             async with self.client.pipeline(transaction=False) as pipe:
@@ -187,6 +202,10 @@ class RedisJournalSource:
             if key not in self._grouped:
                 await self._create_group(key)
         self._streams = keys
+        slots: dict[int, list[str]] = defaultdict(list)
+        for key in keys:
+            slots[key_slot(self.client, key)].append(key)
+        self._by_slot = list(slots.values())
         self._refreshed_at = time.monotonic()
 
     async def _create_group(self, key: str) -> None:
@@ -203,14 +222,12 @@ class RedisJournalSource:
         return max(1, batch // max(1, len(self._streams)))
 
     async def _read_group(self, start: str, batch: int, block_ms: int | None) -> list[Located]:
+        count = self._per_stream(batch)
         try:
-            reply: Any = await self.client.xreadgroup(
-                self.group,
-                self.consumer,
-                dict.fromkeys(self._streams, start),
-                count=self._per_stream(batch),
-                block=block_ms if block_ms and block_ms > 0 else None,  # BLOCK 0 waits forever
-            )
+            if len(self._by_slot) == 1:
+                replies = [await self._read_slot(self._by_slot[0], start, count, block_ms)]
+            else:
+                replies = await self._read_slots(start, count)
         except redis_exc.ResponseError as exc:
             if "NOGROUP" in str(exc):
                 # The stream was deleted (e.g. FLUSHDB); re-create its group on next read.
@@ -218,7 +235,35 @@ class RedisJournalSource:
                 self._refreshed_at = float("-inf")
                 raise BackendUnavailable("redis", f"journal group missing: {exc}") from exc
             raise
-        return [(_text(key), e) for key, entries in reply or [] for e in _entries(entries)]
+        found = [
+            (_text(key), e)
+            for reply in replies
+            for key, entries in reply or []
+            for e in _entries(entries)
+        ]
+        if not found and block_ms and block_ms > 0 and len(self._by_slot) > 1:
+            await asyncio.sleep(min(block_ms, self._poll_ms) / 1000)
+        return found
+
+    async def _read_slot(
+        self, streams: list[str], start: str, count: int, block_ms: int | None
+    ) -> Any:
+        return await self.client.xreadgroup(
+            self.group,
+            self.consumer,
+            dict.fromkeys(streams, start),
+            count=count,
+            block=block_ms if block_ms and block_ms > 0 else None,  # BLOCK 0 waits forever
+        )
+
+    async def _read_slots(self, start: str, count: int) -> list[Any]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for streams in self._by_slot:
+                pipe.xreadgroup(
+                    self.group, self.consumer, dict.fromkeys(streams, start), count=count
+                )
+            replies: list[Any] = await pipe.execute()
+        return replies
 
     async def _autoclaim(self, batch: int) -> list[Located]:
         # At most every half idle period: XAUTOCLAIM scans the PEL, too costly per read.
