@@ -2,9 +2,10 @@
 
 ``Runtime.open`` connects the backends, brings the durable ledger's schema up to date (the
 embedded SQLite ledger is migrated automatically; a PostgreSQL ledger must already be at the
-head revision, which ``dispatcher migrate`` does), opens the hot-store ledger and the cluster
-registry, and starts the background loops: the journal consumer (hot store -> SQL) and the
-lease sweeper. ``aclose`` stops them and closes everything in reverse order.
+head revision, which ``dispatcher migrate`` does), opens the hot-store ledger, the cluster
+registry, the session table and the result relay's store, and starts the background loops:
+the journal consumer (hot store -> SQL), the lease sweeper, metrics and the fleet refresh.
+``aclose`` stops them and closes everything in reverse order.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dispatcher.fleet.memory import MemoryClusterRegistry
 from dispatcher.fleet.model import UsageReport
 from dispatcher.fleet.redis_registry import RedisClusterRegistry
 from dispatcher.fleet.registry import ClusterRegistry, RegistrySettings
+from dispatcher.fleet.sessions import MemorySessionStore, RedisSessionStore, SessionStore
 from dispatcher.ledger import Ledger, Observation, PoolSpec, open_ledger
 from dispatcher.ledger.journal import JournalSource
 from dispatcher.ledger.memory import MemoryLedger
@@ -33,6 +35,10 @@ from dispatcher.ledger.sql.redis_source import RedisJournalSource
 from dispatcher.ledger.sweeper import sweep
 from dispatcher.logs import get_logger
 from dispatcher.metrics import Metrics
+from dispatcher.relay import ResultStore, open_result_store
+from dispatcher.relay.factory import relay_settings
+from dispatcher.relay.tokens import TaskTokens, shared_secret
+from dispatcher.router import Router
 
 log = get_logger(__name__)
 
@@ -103,6 +109,27 @@ def open_registry(config: cfg.DispatcherConfig, backends: Backends) -> ClusterRe
     return MemoryClusterRegistry(settings)
 
 
+def open_sessions(backends: Backends) -> SessionStore:
+    if backends.redis is not None:
+        return RedisSessionStore(backends.redis)
+    return MemorySessionStore()
+
+
+def refresh_interval(config: cfg.DispatcherConfig) -> float:
+    """How often each replica re-reads the fleet: a fraction of the heartbeat interval, so
+    a report is seen well before the next one, and at most once a second."""
+    return min(1.0, config.routing.heartbeat_interval / 4)
+
+
+async def open_relay(
+    config: cfg.DispatcherConfig, backends: Backends
+) -> tuple[ResultStore, TaskTokens]:
+    """The result store and the token scheme every replica shares (``relay.tokens``)."""
+    secret = config.relay.token_secret
+    key = await shared_secret(secret.get_secret_value() if secret else None, backends.redis)
+    return await open_result_store(config.hot_store.url, relay_settings(config)), TaskTokens(key)
+
+
 @dataclass
 class Runtime:
     config: cfg.DispatcherConfig
@@ -111,6 +138,9 @@ class Runtime:
     durable: DurableLedger
     consumer: JournalConsumer
     registry: ClusterRegistry
+    sessions: SessionStore
+    results: ResultStore
+    router: Router
     hub: DirectiveHub = field(default_factory=DirectiveHub)
     metrics: Metrics = field(default_factory=Metrics)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -129,17 +159,29 @@ class Runtime:
         durable = DurableLedger(backends.engine)
         try:
             await apply_persisted_limits(ledger, durable, config)
+            results, tokens = await open_relay(config, backends)
         except BaseException:
             await ledger.aclose()
             await backends.aclose()
             raise
+        registry, sessions, metrics = (
+            open_registry(config, backends),
+            open_sessions(backends),
+            Metrics(),
+        )
         runtime = cls(
             config=config,
             backends=backends,
             ledger=ledger,
             durable=durable,
             consumer=JournalConsumer(journal_source(ledger, backends), durable),
-            registry=open_registry(config, backends),
+            registry=registry,
+            sessions=sessions,
+            results=results,
+            router=Router(
+                config, ledger, registry, sessions, metrics, results=results, tokens=tokens
+            ),
+            metrics=metrics,
         )
         runtime._start_loops()
         return runtime
@@ -149,6 +191,10 @@ class Runtime:
             asyncio.create_task(self.consumer.run(), name="journal-consumer"),
             asyncio.create_task(sweep(self.ledger, self._stop), name="lease-sweeper"),
             asyncio.create_task(self.metrics.refresh_forever(self, self._stop), name="metrics"),
+            asyncio.create_task(
+                self.router.refresh_forever(self._stop, refresh_interval(self.config)),
+                name="fleet-refresh",
+            ),
         ]
 
     async def apply_usage(self, cluster_id: str, reports: Sequence[UsageReport]) -> list[str]:
@@ -171,6 +217,8 @@ class Runtime:
                     log.warning("background loop did not stop in time", loop=task.get_name())
         self._tasks = []
         self.metrics.close()
+        await self.results.aclose()
+        await self.sessions.aclose()
         await self.registry.aclose()
         await self.ledger.aclose()
         await self.backends.aclose()

@@ -20,10 +20,13 @@ from grpc_reflection.v1alpha import reflection
 
 from dispatcher.config import DispatcherConfig
 from dispatcher.logs import get_logger
-from dispatcher.rpc import services
+from dispatcher.relay.gateway import ResultGateway
+from dispatcher.relay.gateway_process import gateway_for
 from dispatcher.rpc.admin_service import AdminServicer
 from dispatcher.rpc.agent_service import AgentServicer
 from dispatcher.rpc.auth import OperatorAuth, Role
+from dispatcher.rpc.result_service import ResultServicer
+from dispatcher.rpc.routing_service import RoutingServicer
 from dispatcher.runtime import Runtime
 from dispatcher.v1 import (
     admin_pb2,
@@ -80,6 +83,7 @@ class DispatcherServer:
         self._health = health.aio.HealthServicer()
         self._runtime: Runtime | None = None
         self._agents: AgentServicer | None = None
+        self.gateway: ResultGateway | None = None
 
     @property
     def runtime(self) -> Runtime:
@@ -113,6 +117,9 @@ class DispatcherServer:
             raise OSError(f"cannot listen on {self.config.server.listen}: {exc}") from exc
         await server.start()
         self._server = server
+        if self.config.relay.gateway_with_server:
+            self.gateway = gateway_for(self.config, runtime.results)
+            await self.gateway.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving",
@@ -123,7 +130,7 @@ class DispatcherServer:
 
     def _register(self, server: grpc.aio.Server, runtime: Runtime) -> None:
         routing_pb2_grpc.add_RoutingServiceServicer_to_server(
-            services.RoutingServicer(runtime.ledger), server
+            RoutingServicer(runtime.ledger, runtime.router), server
         )
         self._agents = AgentServicer(
             runtime.registry,
@@ -136,7 +143,12 @@ class DispatcherServer:
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
             AdminServicer(runtime, OperatorAuth(operator_tokens(self.config))), server
         )
-        result_pb2_grpc.add_ResultServiceServicer_to_server(services.ResultServicer(), server)
+        result_pb2_grpc.add_ResultServiceServicer_to_server(
+            ResultServicer(
+                runtime.results, keepalive_interval=self.config.relay.keepalive_interval
+            ),
+            server,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -152,6 +164,9 @@ class DispatcherServer:
     async def stop(self, grace: float | None = None) -> None:
         """Drain and stop; safe to call more than once."""
         grace = self.config.server.grace_period if grace is None else grace
+        if self.gateway is not None:
+            await self.gateway.stop()
+            self.gateway = None
         if self._server is not None:
             await self._health.enter_graceful_shutdown()
             if self._agents is not None:

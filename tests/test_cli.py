@@ -110,3 +110,12 @@ def test_unreachable_backend_fails_fast_with_one_line(
     assert f"{backend} unavailable" in result.stderr
     assert "s3cret" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_gateway_on_the_memory_store_exits_2_pointing_at_serve() -> None:
+    """memory:// results live inside one serve process; a separate gateway would see none."""
+    result = run_cli("gateway", "--listen", "127.0.0.1:0")
+    assert result.returncode == 2, result
+    assert "hot_store.url" in result.stderr
+    assert "serve --with-gateway" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

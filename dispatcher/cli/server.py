@@ -1,7 +1,9 @@
 """``dispatcher``: run the server, migrate the durable ledger.
 
     dispatcher serve [--config FILE] [--listen HOST:PORT] [--redis-url URL] [--database-url URL]
+                      [--with-gateway]
     dispatcher migrate [--config FILE] [--database-url URL] [--revision REV]
+    dispatcher gateway [--config FILE] [--listen HOST:PORT] [--redis-url URL]
 
 With no flags ``serve`` runs the embedded default: in-memory hot store and a SQLite ledger at
 ``var/dispatcher.sqlite3``. Flags override the environment, which overrides the config file.
@@ -28,6 +30,8 @@ FLAG_PATHS = {
     "database_url": "durable.database_url",
     "log_format": "server.log_format",
     "log_level": "server.log_level",
+    "with_gateway": "relay.gateway_with_server",
+    "gateway_listen": "relay.gateway_listen",
 }
 
 
@@ -46,6 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--redis-url", metavar="URL", help="hot store (default memory://)")
     serve.add_argument("--log-format", choices=("json", "console"))
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+    serve.add_argument(
+        "--with-gateway",
+        action="store_true",
+        default=None,
+        help="also serve the WebSocket result gateway (relay.gateway_listen)",
+    )
+
+    gateway = commands.add_parser("gateway", help="run the WebSocket result gateway alone")
+    gateway.add_argument(
+        "--config", metavar="FILE", help="YAML config file (env DISPATCHER_CONFIG)"
+    )
+    gateway.add_argument(
+        "--listen", dest="gateway_listen", metavar="HOST:PORT", help="default 127.0.0.1:8081"
+    )
+    gateway.add_argument("--redis-url", metavar="URL", help="the replicas' hot store (Redis)")
+    gateway.add_argument("--log-format", choices=("json", "console"))
+    gateway.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
     migrate = commands.add_parser("migrate", help="upgrade the durable ledger's schema")
     _add_config_flags(migrate)
@@ -68,6 +89,12 @@ async def _serve(config: DispatcherConfig) -> None:
     await DispatcherServer(config).serve()
 
 
+async def _gateway(config: DispatcherConfig) -> None:
+    from dispatcher.relay.gateway_process import run_gateway
+
+    await run_gateway(config)
+
+
 def _migrate(config: DispatcherConfig, revision: str) -> None:
     from dispatcher.ledger.sql.migrate import run_migrate
 
@@ -82,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(config.server.log_format, config.server.log_level)
         if args.command == "serve":
             asyncio.run(_serve(config))
+        elif args.command == "gateway":
+            asyncio.run(_gateway(config))
         elif args.command == "migrate":
             _migrate(config, args.revision)
     except (ConfigError, BackendUnavailable, FailedPrecondition, OSError) as exc:

@@ -23,6 +23,7 @@ environment variable           sets                      example
 ``DISPATCHER_LOG_FORMAT``      ``server.log_format``     ``json``
 ``DISPATCHER_LOG_LEVEL``       ``server.log_level``      ``debug``
 ``DISPATCHER_METRICS_LISTEN``  ``server.metrics_listen`` ``0.0.0.0:9100``
+``DISPATCHER_GATEWAY_LISTEN``  ``relay.gateway_listen``  ``0.0.0.0:8081``
 =============================  ========================  =====================================
 
 An empty variable counts as unset. Durations are ``250ms``, ``30s``, ``5m``, ``1h`` or plain
@@ -56,6 +57,7 @@ from dispatcher.config.sections import (
     LogFormat,
     LogLevel,
     OperatorToken,
+    RelayConfig,
     RoutingConfig,
     ServerConfig,
     TlsConfig,
@@ -96,6 +98,7 @@ __all__ = [
     "LogLevel",
     "OperatorToken",
     "PoolSpec",
+    "RelayConfig",
     "RouteSpec",
     "RoutingConfig",
     "ServerConfig",

@@ -31,6 +31,7 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = {
     "DISPATCHER_LOG_FORMAT": "server.log_format",
     "DISPATCHER_LOG_LEVEL": "server.log_level",
     "DISPATCHER_METRICS_LISTEN": "server.metrics_listen",
+    "DISPATCHER_GATEWAY_LISTEN": "relay.gateway_listen",
 }
 
 ENVIRONMENT = "environment"

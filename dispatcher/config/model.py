@@ -10,6 +10,7 @@ from dispatcher.config.sections import (
     DurableConfig,
     HotStoreConfig,
     Name,
+    RelayConfig,
     RoutingConfig,
     Section,
     ServerConfig,
@@ -31,6 +32,7 @@ class DispatcherConfig(Section):
     agents: dict[Name, AgentSpec] = Field(default_factory=dict)
     clusters: tuple[ClusterOverride, ...] = ()
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    relay: RelayConfig = Field(default_factory=RelayConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     tls: TlsConfig = Field(default_factory=TlsConfig)
 

@@ -95,6 +95,24 @@ class RoutingConfig(Section):
         return self.heartbeat_interval * self.stale_after_intervals
 
 
+class RelayConfig(Section):
+    """The result relay (``ResultService`` and the WebSocket gateway), DESIGN §1.
+
+    ``token_secret`` signs each task's result token; replicas must share it. Unset, the first
+    replica to start stores a random one in the hot store and the others read it there.
+    ``gateway_with_server`` runs the WebSocket gateway inside ``serve`` (the only way with
+    ``memory://``); otherwise ``dispatcher gateway`` runs it as a process of its own.
+    """
+
+    ttl: Duration = Field(default=24 * 3600.0, gt=0)
+    max_bytes_per_task: Count = Field(default=8 * 1024 * 1024, ge=1)
+    keepalive_interval: Duration = Field(default=15.0, gt=0)
+    token_secret: SecretStr | None = Field(default=None, min_length=16)
+    gateway_listen: HostPort = "127.0.0.1:8081"
+    gateway_with_server: bool = False
+    gateway_max_connections: Count = Field(default=10_000, ge=1)
+
+
 class ClusterOverride(Section):
     """A static override for a cluster that otherwise announces itself (DESIGN §2a)."""
 
@@ -172,6 +190,7 @@ __all__ = [
     "LogLevel",
     "Name",
     "OperatorToken",
+    "RelayConfig",
     "RoutingConfig",
     "Section",
     "ServerConfig",

@@ -11,13 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from dispatcher.errors import FailedPrecondition
 from dispatcher.rpc.health_client import check_health
 from dispatcher.server import SERVICE_NAMES, DispatcherServer
-from dispatcher.v1 import (
-    admin_pb2_grpc,
-    result_pb2,
-    result_pb2_grpc,
-    routing_pb2,
-    routing_pb2_grpc,
-)
+from dispatcher.v1 import admin_pb2, admin_pb2_grpc, routing_pb2
 from tests.rpc.conftest import embedded_config
 
 EXPECTED_SERVICES = {
@@ -64,20 +58,14 @@ async def test_reflection_serves_file_descriptors(channel: grpc.aio.Channel) -> 
     ("call", "capability"),
     [
         (
-            lambda ch: routing_pb2_grpc.RoutingServiceStub(ch).Route(
-                routing_pb2.RouteRequest(request_id="r1", route="chat", agent="a")
-            ),
-            "RoutingService.Route",
-        ),
-        (
             lambda ch: admin_pb2_grpc.AdminServiceStub(ch).Explain(routing_pb2.RouteRequest()),
             "AdminService.Explain",
         ),
         (
-            lambda ch: result_pb2_grpc.ResultServiceStub(ch).Publish(
-                result_pb2.PublishRequest(task_id="t")
+            lambda ch: admin_pb2_grpc.AdminServiceStub(ch).SetWeights(
+                admin_pb2.SetWeightsRequest(route="chat")
             ),
-            "ResultService.Publish",
+            "AdminService.SetWeights",
         ),
     ],
 )
@@ -91,14 +79,12 @@ async def test_unbuilt_rpcs_answer_unimplemented_naming_the_capability(
 
 
 async def test_unbuilt_stream_answers_unimplemented(channel: grpc.aio.Channel) -> None:
-    stream = result_pb2_grpc.ResultServiceStub(channel).AwaitResult(
-        result_pb2.AwaitResultRequest(task_id="t", result_token="x")
-    )
+    stream = admin_pb2_grpc.AdminServiceStub(channel).Watch(admin_pb2.WatchRequest())
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async for _ in stream:
             pass
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "ResultService.AwaitResult" in (caught.value.details() or "")
+    assert "AdminService.Watch" in (caught.value.details() or "")
 
 
 async def test_stop_marks_not_serving_before_closing(tmp_path: Path) -> None:

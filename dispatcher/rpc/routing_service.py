@@ -1,41 +1,31 @@
-"""Servicers for the four dispatcher.v1 services.
-
-This is the translation layer between protobuf and the domain (DESIGN §4): nothing below
-``rpc/`` imports protobuf or grpc. Capabilities that are not built yet answer UNIMPLEMENTED
-with a message naming them, so a client can tell "not here yet" from "broken".
-"""
+"""RoutingService: Route, and Settle / Release / Extend of the reservation a Route made."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
-from dispatcher.errors import InvalidArgument, NotBuilt
+from dispatcher.errors import InvalidArgument
 from dispatcher.ledger import Cost, Ledger, ReservationState, SettleResult
-from dispatcher.rpc import convert
-from dispatcher.rpc.handlers import Context, streaming, unary
-from dispatcher.v1 import (
-    result_pb2,
-    result_pb2_grpc,
-    routing_pb2,
-    routing_pb2_grpc,
-)
+from dispatcher.router import Router
+from dispatcher.rpc import convert, route_convert
+from dispatcher.rpc.handlers import Context, unary
+from dispatcher.v1 import routing_pb2, routing_pb2_grpc
 
-ROUTING = "routing engine"
 MAX_REASON_BYTES = 256
-RELAY = "result relay"
 
 
 class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
-    """Route (not built yet) and the ledger operations on a reservation it made."""
+    """Route, and the ledger operations on the reservation a Route made."""
 
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, router: Router) -> None:
         self.ledger = ledger
+        self.router = router
 
     @unary
     async def Route(
         self, request: routing_pb2.RouteRequest, context: Context
     ) -> routing_pb2.RouteDecision:
-        raise NotBuilt(f"RoutingService.Route ({ROUTING})")
+        call = route_convert.route_call(request)
+        routed = await self.router.route(call)
+        return route_convert.decision_pb(call.request_id, routed)
 
     @unary
     async def Settle(
@@ -44,8 +34,10 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         reservation_id = convert.required_id(request.reservation_id, "reservation_id")
         outcome = convert.outcome_of(request.outcome)
         usage = convert.usage_of(request.usage)
-        convert.seconds_of(request.duration, "duration")
+        duration = convert.seconds_of(request.duration, "duration")
         result = await self.ledger.settle(reservation_id, usage, outcome)
+        if not result.replayed:
+            self.router.settled(result.reservation, usage, outcome, duration)
         return routing_pb2.SettleResponse(
             state=convert.STATE_TO_PB[result.reservation.state],
             already_settled=result.replayed,
@@ -92,18 +84,3 @@ def overdraw(result: SettleResult) -> dict[str, Cost]:
     """Usage charged beyond what was reserved, per pool: the debt the pools now carry."""
     held = result.reservation.cost
     return {pool: cost - held[pool] for pool, cost in result.charged.items() if pool in held}
-
-
-class ResultServicer(result_pb2_grpc.ResultServiceServicer):
-    @unary
-    async def Publish(
-        self, request: result_pb2.PublishRequest, context: Context
-    ) -> result_pb2.PublishResponse:
-        raise NotBuilt(f"ResultService.Publish ({RELAY})")
-
-    @streaming
-    async def AwaitResult(
-        self, request: result_pb2.AwaitResultRequest, context: Context
-    ) -> AsyncIterator[result_pb2.ResultEvent]:
-        raise NotBuilt(f"ResultService.AwaitResult ({RELAY})")
-        yield  # pragma: no cover - makes this an async generator
