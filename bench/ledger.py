@@ -426,6 +426,8 @@ def summarise(
         "calls_past_deadline": sum(past.values()),
         "calls_past_deadline_by_op": past,
         "call_max_ms": round(max((r.max_call_ms for r in reports), default=0.0), 1),
+        "sweeps": sum(r.sweeps for r in reports),
+        "sweep_max_ms": round(max((r.sweep_max_ms for r in reports), default=0.0), 1),
         "call_errors": merge_counters(reports, "errors"),
         "unfinished_requests": sum(r.unfinished for r in reports),
     }

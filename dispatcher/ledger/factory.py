@@ -29,7 +29,7 @@ async def open_ledger(
     pools: Sequence[PoolSpec],
     *,
     replicas: int = 1,
-    replica_id: str = "local",
+    replica_id: str | None = None,
     failover: bool = True,
     **redis_options: Any,
 ) -> Ledger:
@@ -38,6 +38,8 @@ async def open_ledger(
     ``replicas`` is how many dispatcher replicas share the pools (each one's static share
     is ``capacity * static_share / replicas``). ``redis_options`` go to
     :meth:`RedisLedger.open` (``max_connections``, ``timeout_s``, ``max_batch``...).
+    ``replica_id`` prefixes the ids of events journalled locally during an outage; it must
+    be unique per process (default: a random one), as SQL keeps one event per id.
     Raises BackendUnavailable when Redis cannot be reached at start.
     """
     scheme = urlsplit(url).scheme

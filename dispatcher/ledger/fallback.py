@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -80,7 +81,7 @@ class FailoverLedger:
         pools: Sequence[PoolSpec],
         *,
         replicas: int,
-        replica_id: str = "local",
+        replica_id: str | None = None,
         cooldown_s: float = 1.0,
         clock: Clock = time.monotonic,
     ) -> None:
@@ -89,7 +90,8 @@ class FailoverLedger:
         self.primary = primary
         self._specs = {p.id: p for p in pools}
         self.local = MemoryLedger(
-            [local_spec(p, replicas) for p in pools], journal=MemoryJournal(replica_id)
+            [local_spec(p, replicas) for p in pools],
+            journal=MemoryJournal(replica_id or f"local-{uuid.uuid4().hex[:12]}"),
         )
         self._cooldown_s = cooldown_s
         self._clock = clock

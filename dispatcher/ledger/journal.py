@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -48,8 +49,10 @@ class JournalSource(Protocol):
 class MemoryJournal:
     """In-process journal: a list append under the caller's critical section."""
 
-    def __init__(self, prefix: str = "mem") -> None:
-        self._prefix = prefix
+    def __init__(self, prefix: str | None = None) -> None:
+        # Ids must never repeat across processes or restarts: SQL stores an id once and
+        # would silently drop a later process's "mem/1".
+        self._prefix = prefix or f"mem-{uuid.uuid4().hex[:12]}"
         self._seq = itertools.count(1)
         self._unacked: deque[JournalEvent] = deque()
         self._acked: set[str] = set()

@@ -57,6 +57,26 @@ async def test_reading_again_before_ack_returns_the_same_events(
     assert [e.event_id for e in await source.read(10, 0)] == ids[2:]
 
 
+async def test_a_replayed_event_copied_twice_reads_as_one_id_and_one_ack_clears_both(
+    redis_client: aioredis.Redis, names: Names
+) -> None:
+    """An outage journal's replay is at-least-once (its reply may be lost and it replays
+    again): both copies carry the local id as ``origin``, which becomes the event id, so SQL
+    stores the event once; acking that id acks both entries."""
+    family = names.family("f")
+    await names.journal(redis_client, family, [])  # registers the stream
+    event = lifecycle("r1", T0)[0]
+    for _ in range(2):
+        fields = {**event.to_fields(), "origin": "local-abc123/7"}
+        await redis_client.xadd(stream_key(family), fields)  # type: ignore[arg-type]
+    source = names.source(redis_client)
+    got = await source.read(10, 0)
+    assert [e.event_id for e in got] == ["local-abc123/7", "local-abc123/7"]
+    assert (got[0].kind, got[0].reservation_id) == (event.kind, event.reservation_id)
+    await source.ack(["local-abc123/7"])
+    assert await source.pending() == 0
+
+
 async def test_a_restarted_consumer_gets_its_unacked_entries_first(
     redis_client: aioredis.Redis, names: Names
 ) -> None:

@@ -17,20 +17,9 @@ from dispatcher.ledger.events import JournalEvent
 from dispatcher.ledger.memory import MemoryLedger
 from dispatcher.ledger.model import PoolSpec
 from dispatcher.ledger.protocol import Ledger
+from tests.clock import T0, FakeClock
 
-#: A whole minute, so fixed-window tests know where the boundaries are.
-T0 = 1_700_000_040.0
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+__all__ = ["T0", "FakeClock"]
 
 
 @dataclass

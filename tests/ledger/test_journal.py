@@ -30,6 +30,15 @@ async def test_event_ids_are_unique_and_prefixed() -> None:
     assert all(i.startswith("replica-a/") for i in ids)
 
 
+async def test_two_journals_never_issue_the_same_id() -> None:
+    """A restarted process must not reissue "mem/1": SQL stores an id once and would
+    silently drop the second process's event as a duplicate."""
+    before_restart, after_restart = MemoryJournal(), MemoryJournal()
+    first = before_restart.append(EventKind.RESERVED, 1.0, "r1")
+    again = after_restart.append(EventKind.RESERVED, 2.0, "r2")
+    assert first.event_id != again.event_id
+
+
 async def test_blocking_read_wakes_on_append() -> None:
     journal = MemoryJournal()
     reader = asyncio.create_task(journal.read(10, block_ms=10_000))

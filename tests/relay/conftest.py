@@ -21,25 +21,14 @@ from dispatcher.relay.model import RelaySettings, ResultStore
 from dispatcher.relay.redis_store import RedisResultStore
 from dispatcher.rpc.result_service import ResultServicer
 from dispatcher.v1 import result_pb2_grpc
+from tests.clock import FakeClock
 
-T0 = 1_700_000_000.0
 BACKENDS = [
     "memory",
     pytest.param("redis", marks=pytest.mark.redis),
     pytest.param("redis-cluster", marks=pytest.mark.redis_cluster),
 ]
 FIXTURE_OF = {"redis": "redis_db", "redis-cluster": "redis_cluster_db"}
-
-
-class FakeClock:
-    def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 MakeStore = Callable[..., Awaitable[ResultStore]]

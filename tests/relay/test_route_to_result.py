@@ -22,7 +22,7 @@ from dispatcher.v1 import (
     routing_pb2,
     routing_pb2_grpc,
 )
-from tests.rpc.conftest import embedded_config
+from tests.rpc.conftest import embedded_config, running
 
 POOL = "openai/org-x"
 
@@ -61,12 +61,8 @@ async def server(
     }
     if hot_store == "redis":
         overrides["hot_store.url"] = request.getfixturevalue("redis_db")
-    server = DispatcherServer(embedded_config(tmp_path, **overrides))
-    await server.start()
-    try:
+    async with running(embedded_config(tmp_path, **overrides)) as server:
         yield server
-    finally:
-        await server.stop(grace=0)
 
 
 @pytest.fixture
@@ -92,23 +88,30 @@ async def route(channel: grpc.aio.Channel, request_id: str) -> routing_pb2.Route
     )
 
 
+async def publish_final(
+    channel: grpc.aio.Channel, task_id: str, payload: bytes, content_type: str
+) -> None:
+    """What a worker does when its task is done."""
+    await result_pb2_grpc.ResultServiceStub(channel).Publish(
+        result_pb2.PublishRequest(
+            task_id=task_id,
+            kind=result_pb2.RESULT_EVENT_KIND_FINAL,
+            payload=payload,
+            content_type=content_type,
+            sequence=1,
+        )
+    )
+
+
 async def test_a_routed_task_gets_its_result_through_the_relay(
     channel: grpc.aio.Channel,
 ) -> None:
     decision = await route(channel, "req-1")
     assert decision.task_id == decision.reservation_id
     assert decision.result_token
-    results = result_pb2_grpc.ResultServiceStub(channel)
     # Published before the caller asks: kept, then delivered.
-    await results.Publish(
-        result_pb2.PublishRequest(
-            task_id=decision.task_id,
-            kind=result_pb2.RESULT_EVENT_KIND_FINAL,
-            payload=b'{"answer": 42}',
-            content_type="application/json",
-            sequence=1,
-        )
-    )
+    await publish_final(channel, decision.task_id, b'{"answer": 42}', "application/json")
+    results = result_pb2_grpc.ResultServiceStub(channel)
     events = [
         event
         async for event in results.AwaitResult(
@@ -145,15 +148,7 @@ async def test_the_gateway_inside_serve_relays_a_routed_tasks_result(
     server: DispatcherServer, channel: grpc.aio.Channel
 ) -> None:
     decision = await route(channel, "req-6")
-    await result_pb2_grpc.ResultServiceStub(channel).Publish(
-        result_pb2.PublishRequest(
-            task_id=decision.task_id,
-            kind=result_pb2.RESULT_EVENT_KIND_FINAL,
-            payload=b"done",
-            content_type="text/plain",
-            sequence=1,
-        )
-    )
+    await publish_final(channel, decision.task_id, b"done", "text/plain")
     assert server.gateway is not None
     task = quote(decision.task_id, safe="")
     url = f"ws://127.0.0.1:{server.gateway.port}/v1/tasks/{task}/events"

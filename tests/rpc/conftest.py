@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,14 +23,21 @@ def embedded_config(tmp_path: Path, **overrides: object) -> DispatcherConfig:
     return load_config(None, env={}, overrides=settings)
 
 
-@pytest.fixture
-async def dispatcher_server(tmp_path: Path) -> AsyncIterator[DispatcherServer]:
-    server = DispatcherServer(embedded_config(tmp_path))
+@contextlib.asynccontextmanager
+async def running(config: DispatcherConfig) -> AsyncIterator[DispatcherServer]:
+    """A started server on ``config``, stopped (grace 0) on exit."""
+    server = DispatcherServer(config)
     await server.start()
     try:
         yield server
     finally:
         await server.stop(grace=0)
+
+
+@pytest.fixture
+async def dispatcher_server(tmp_path: Path) -> AsyncIterator[DispatcherServer]:
+    async with running(embedded_config(tmp_path)) as server:
+        yield server
 
 
 @pytest.fixture

@@ -5,7 +5,11 @@ Layout (written by the hot store's Lua scripts)::
     dsp:journal:streams        SET of journal stream keys, one per quota family
     dsp:{<family>}:journal     STREAM; entries are ``JournalEvent.to_fields()``
 
-An event's id is ``"<family>/<entry id>"``. Delivery is at-least-once:
+An event's id is ``"<family>/<entry id>"``, except for an entry a replica copied in from its
+outage journal (``RedisLedger.append_journal``): its id is the ``origin`` it had there
+(``"<replica id>/<n>"``, unique per process), because that copy is at-least-once — a replay
+whose reply was lost is replayed again — and SQL must store the event once. ``ack`` of such
+an id acks every entry that carried it. Delivery is at-least-once:
 
 - ``read`` first replays this consumer's own unacked entries (after a restart, or when the
   caller reads again without acking), then takes over entries a crashed consumer left idle
@@ -56,6 +60,13 @@ Located = tuple[str, Entry]  # stream key, entry
 
 def stream_key(family: str) -> str:
     return f"dsp:{{{family}}}:journal"
+
+
+def _located(event_id: str) -> tuple[str, str]:
+    """(stream key, entry id) of a ``"<family>/<entry id>"`` event id."""
+    # rpartition: a family may contain "/" ("azure/gpt-4o"); an entry id never does.
+    family, _, entry_id = event_id.rpartition("/")
+    return stream_key(family), entry_id
 
 
 def family_of(key: str) -> str:
@@ -116,6 +127,8 @@ class RedisJournalSource:
         # Event ids handed out by read() and not acked yet: while there are any, read()
         # replays this consumer's pending entries instead of reading new ones.
         self._outstanding: set[str] = set()
+        # Event id -> the stream entries it was read from (several for a replayed origin).
+        self._entries: dict[str, list[tuple[str, str]]] = {}
         self._replay = True  # a restarted consumer first finishes what it had taken
 
     async def read(self, batch: int, block_ms: int) -> list[JournalEvent]:
@@ -138,9 +151,8 @@ class RedisJournalSource:
     async def ack(self, event_ids: Sequence[str]) -> None:
         by_key: dict[str, list[str]] = defaultdict(list)
         for event_id in event_ids:
-            # rpartition: a family may contain "/" ("azure/gpt-4o"); an entry id never does.
-            family, _, entry_id = event_id.rpartition("/")
-            by_key[stream_key(family)].append(entry_id)
+            for key, entry_id in self._entries.pop(event_id, None) or [_located(event_id)]:
+                by_key[key].append(entry_id)
         async with redis_errors("ack journal"):
             async with self.client.pipeline(transaction=False) as pipe:
                 for key, ids in by_key.items():
@@ -289,13 +301,17 @@ class RedisJournalSource:
     async def _to_events(self, entries: list[Located]) -> list[JournalEvent]:
         events: list[JournalEvent] = []
         for key, (entry_id, fields) in entries:
-            event_id = f"{family_of(key)}/{entry_id}"
+            event_id = (fields or {}).get("origin") or f"{family_of(key)}/{entry_id}"
             try:
                 if fields is None:
                     raise ValueError("entry deleted while pending")
                 events.append(JournalEvent.from_fields(event_id, fields))
             except (ValueError, KeyError) as exc:
                 await self._dead_letter(key, entry_id, fields or {}, exc)
+                continue
+            located = self._entries.setdefault(event_id, [])
+            if (key, entry_id) not in located:
+                located.append((key, entry_id))
         self._outstanding.update(e.event_id for e in events)
         return events
 
