@@ -10,14 +10,18 @@ and decides reservations locally, pool by pool:
 - ``open``: admit without counting.
 
 Local decisions are journalled in a local journal and appended to the Redis journal streams
-once Redis answers again. Reservations made locally stay local (settle, release... go to the
-local ledger); the Redis pools never learn of locally admitted cost, which provider
+once Redis answers again, by one background replay at a time in batches: callers neither wait
+for it nor see its failure (their own call succeeded, and treating it as failed would admit
+them a second time locally), and concurrent callers do not each copy the same events.
+Reservations made locally stay local (settle, release... go to the local ledger); the Redis
+pools never learn of locally admitted cost, which provider
 observations then correct. Calls about Redis-held reservations, snapshots and limit changes
 fail with BackendUnavailable during the outage: the regional agent's outbox retries them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -41,8 +45,16 @@ from dispatcher.ledger.model import (
     Usage,
 )
 from dispatcher.ledger.redis_backend import RedisLedger
+from dispatcher.logs import get_logger
 
 T = TypeVar("T")
+
+log = get_logger(__name__)
+
+#: Events per append while replaying: one pipeline, not the whole outage in one.
+REPLAY_BATCH = 500
+#: How long ``aclose`` lets a replay in progress finish.
+REPLAY_CLOSE_WAIT_S = 2.0
 
 
 def failure_mode(spec: PoolSpec) -> FailureMode:
@@ -96,6 +108,7 @@ class FailoverLedger:
         self._cooldown_s = cooldown_s
         self._clock = clock
         self._down_until = float("-inf")
+        self._replayer: asyncio.Task[None] | None = None
 
     @property
     def degraded(self) -> bool:
@@ -110,15 +123,29 @@ class FailoverLedger:
         except BackendUnavailable:
             self._down_until = self._clock() + self._cooldown_s
             raise
-        await self._replay()
+        self._start_replay()
         return result
 
+    def _start_replay(self) -> None:
+        busy = self._replayer is not None and not self._replayer.done()
+        if not busy and self.local.journal.unacked():
+            self._replayer = asyncio.create_task(self._replay(), name="outage-journal-replay")
+
     async def _replay(self) -> None:
-        events = self.local.journal.unacked()
-        if events:
-            # At-least-once: a crash between append and ack appends these again.
-            await self.primary.append_journal(events)
-            await self.local.journal.ack([e.event_id for e in events])
+        # At-least-once: a reply lost after the append appends a batch again; the journal
+        # source keys such copies by their origin id, so SQL stores each event once.
+        try:
+            while events := self.local.journal.unacked()[:REPLAY_BATCH]:
+                await self.primary.append_journal(events)
+                await self.local.journal.ack([e.event_id for e in events])
+        except BackendUnavailable as exc:
+            self._down_until = self._clock() + self._cooldown_s
+            log.warning("outage journal replay failed; retrying after the cooldown", error=str(exc))
+
+    async def replayed(self) -> None:
+        """Wait for the replay in progress, if any (tests; shutdown)."""
+        if self._replayer is not None:
+            await asyncio.shield(self._replayer)
 
     async def reserve(self, request: ReserveRequest) -> Reservation | Denial:
         try:
@@ -236,4 +263,8 @@ class FailoverLedger:
         return await self._primary(lambda: self.primary.set_limits(pool_id, limits))
 
     async def aclose(self) -> None:
+        if self._replayer is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._replayer), REPLAY_CLOSE_WAIT_S)
+            self._replayer.cancel()
         await self.primary.aclose()

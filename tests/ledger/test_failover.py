@@ -3,6 +3,8 @@ into Redis once it is back (DESIGN §7, failure behaviour). The outage is a cut 
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -99,9 +101,31 @@ async def test_local_journal_is_replayed_into_redis_on_recovery(
     setup.clock.advance(1.0)
     assert isinstance(await lg.reserve(one("back", "share")), Reservation)
     assert not lg.degraded
+    await lg.replayed()
     events = await read_redis_journal(redis_db)
     replayed = [
         (e.kind.value, e.reservation_id) for e in events if e.reservation_id == local.reservation_id
     ]
     assert replayed == [("reserved", local.reservation_id), ("settled", local.reservation_id)]
     assert await lg.local.journal.pending() == 0
+
+
+async def test_concurrent_callers_after_recovery_replay_the_outage_journal_once(
+    setup: Setup, redis_db: str
+) -> None:
+    """Every caller's success starts the replay; one replay at a time copies each event once."""
+    lg = setup.ledger
+    await setup.proxy.cut()
+    for i in range(20):
+        assert isinstance(await lg.reserve(one(f"local-{i}", "open", tokens=1)), Reservation)
+    await setup.proxy.start()
+    setup.clock.advance(1.0)
+    back = [lg.reserve(one(f"back-{i}", "open", tokens=1)) for i in range(50)]
+    assert all(isinstance(r, Reservation) for r in await asyncio.gather(*back))
+    await lg.replayed()
+    assert await lg.local.journal.pending() == 0
+    reserved = Counter(
+        e.reservation_id for e in await read_redis_journal(redis_db) if e.kind.value == "reserved"
+    )
+    assert len(reserved) == 70
+    assert set(reserved.values()) == {1}
