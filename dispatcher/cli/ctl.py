@@ -7,6 +7,9 @@
     clusters                      clusters with state, liveness and load
     drain CLUSTER [--reason R]    stop new work to a cluster; undrain CLUSTER lets it back
     limits set POOL DIM=VALUE...  change a pool's limits (e.g. tpm=300000 rpm=1800)
+    explain ROUTE --agent A       why Route would pick what it picks: every candidate with its
+        [--task-class C]          filter reason and score (a dry run: nothing is reserved)
+        [--session KEY] [--input-tokens N] [--max-output-tokens N]
 
 The server comes from ``--server``, else ``DISPATCHCTL_SERVER``, else 127.0.0.1:50051; the
 operator token from ``--token``, else ``DISPATCHCTL_TOKEN``. Every failure prints one line
@@ -27,12 +30,17 @@ from dispatcher.cli import render
 from dispatcher.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from dispatcher.rpc.health_client import check_health
 from dispatcher.server import SERVICE_NAMES
-from dispatcher.v1 import admin_pb2, admin_pb2_grpc
+from dispatcher.v1 import admin_pb2, admin_pb2_grpc, common_pb2, routing_pb2
 
 PROGRAM = "dispatchctl"
 DEFAULT_SERVER = "127.0.0.1:50051"
 
 Command = Callable[[grpc.aio.Channel, argparse.Namespace], Awaitable[int]]
+TASK_CLASSES = {
+    "light": common_pb2.TASK_CLASS_LIGHT,
+    "standard": common_pb2.TASK_CLASS_STANDARD,
+    "heavy": common_pb2.TASK_CLASS_HEAVY,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     limits_set = limits_commands.add_parser("set", help="change a pool's limits")
     limits_set.add_argument("pool")
     limits_set.add_argument("limits", nargs="+", metavar="DIM=VALUE")
+    explain = commands.add_parser("explain", help="dry-run a route: every candidate and why")
+    explain.add_argument("route")
+    explain.add_argument("--agent", required=True, help="agent name, or agent@version to pin")
+    explain.add_argument("--task-class", choices=sorted(TASK_CLASSES))
+    explain.add_argument("--session", default="", help="session key (sticky routing)")
+    explain.add_argument("--input-tokens", type=int, default=0)
+    explain.add_argument("--max-output-tokens", type=int, default=0)
     return parser
 
 
@@ -139,6 +154,29 @@ async def cmd_limits(channel: grpc.aio.Channel, args: argparse.Namespace) -> int
     return EXIT_OK
 
 
+def explain_request(args: argparse.Namespace) -> routing_pb2.RouteRequest:
+    agent, _, version = args.agent.partition("@")
+    request = routing_pb2.RouteRequest(
+        route=args.route,
+        agent=agent,
+        agent_version=args.agent if version else "",
+        session_key=args.session,
+    )
+    if args.task_class:
+        request.task_class = TASK_CLASSES[args.task_class]
+    if args.input_tokens or args.max_output_tokens:
+        request.estimate.input_tokens = args.input_tokens
+        request.estimate.max_output_tokens = args.max_output_tokens
+    return request
+
+
+async def cmd_explain(channel: grpc.aio.Channel, args: argparse.Namespace) -> int:
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    reply = await stub.Explain(explain_request(args), metadata=metadata(args), timeout=args.timeout)
+    show(args, reply, lambda: render.explain_table(reply))
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Command] = {
     "health": cmd_health,
     "quota": cmd_quota,
@@ -146,6 +184,7 @@ COMMANDS: dict[str, Command] = {
     "drain": cmd_drain,
     "undrain": cmd_drain,
     "limits": cmd_limits,
+    "explain": cmd_explain,
 }
 
 

@@ -11,10 +11,10 @@ from rich.console import Console
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-__all__ = ["Table", "as_json", "clusters_table", "print_table", "quota_table"]
+__all__ = ["Table", "as_json", "clusters_table", "explain_table", "print_table", "quota_table"]
 from rich.text import Text
 
-from dispatcher.v1 import admin_pb2, common_pb2
+from dispatcher.v1 import admin_pb2, common_pb2, routing_pb2
 
 BAR_WIDTH = 20
 
@@ -112,6 +112,29 @@ def clusters_table(clusters: Iterable[admin_pb2.ClusterStatus]) -> Table:
             f"{c.cpu_utilization:.0%}",
             f"{c.mem_utilization:.0%}",
             f"{c.heartbeat_age.ToTimedelta().total_seconds():.1f}s ago",
+        )
+    return table
+
+
+def explain_table(explanation: admin_pb2.Explanation) -> Table:
+    decision = explanation.decision
+    title = (
+        f"explain: backend {explanation.backend or '-'}, "
+        f"{routing_pb2.RouteOutcome.Name(decision.outcome).removeprefix('ROUTE_OUTCOME_')}"
+        f" -> {decision.cluster.id or 'none'}"
+        + (f" ({decision.reason})" if decision.reason else "")
+    )
+    table = Table(title=title, title_justify="left")
+    for column in ("cluster", "region", "version", "filtered", "score", "chosen"):
+        table.add_column(column, justify="right" if column == "score" else "left")
+    for c in explanation.candidates:
+        table.add_row(
+            c.cluster.id,
+            c.cluster.region,
+            c.agent_version,
+            Text(c.filter_reason, style="red") if c.filter_reason else Text("eligible"),
+            f"{c.score:.3f}" if not c.filter_reason else "",
+            Text("first", style="green") if c.chosen else "",
         )
     return table
 

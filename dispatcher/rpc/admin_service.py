@@ -1,9 +1,9 @@
 """AdminService: what operators see and change.
 
 Reads need the ``read`` role, changes the ``admin`` role (``rpc/auth.py``). Built so far:
-quota per pool, clusters, drain / undrain, and pool limits (persisted in the durable ledger,
-applied to the shared hot store at once). The routing-side views (breakers, sessions,
-weights, explain, watch) answer UNIMPLEMENTED until the routing engine is in.
+quota per pool, clusters, drain / undrain, pool limits (persisted in the durable ledger,
+applied to the shared hot store at once) and explain (a dry-run Route). Breakers, sessions,
+weights and watch answer UNIMPLEMENTED naming the capability.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dispatcher.ledger import PoolSnapshot
 from dispatcher.ledger.admission import check_limits
 from dispatcher.rpc import convert
 from dispatcher.rpc.auth import OperatorAuth
+from dispatcher.rpc.explain import explain_call, explanation_pb
 from dispatcher.rpc.handlers import Context, streaming, unary
 from dispatcher.rpc.status import duration_from_seconds
 from dispatcher.runtime import Runtime
@@ -180,7 +181,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def Explain(
         self, request: routing_pb2.RouteRequest, context: Context
     ) -> admin_pb2.Explanation:
-        raise NotBuilt(f"AdminService.Explain ({ROUTING})")
+        self.auth.require(context, "read")
+        router = self.runtime.router
+        decision = await router.decide(explain_call(request), explain=True)
+        return explanation_pb(router, decision)
 
     @streaming
     async def Watch(

@@ -1,0 +1,114 @@
+"""AdminService.Explain on the real server: a dry-run Route, every candidate with its reason."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from dispatcher.cli import ctl, render
+from dispatcher.server import DispatcherServer
+from dispatcher.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
+    agent_pb2,
+    agent_pb2_grpc,
+    common_pb2,
+    routing_pb2,
+)
+from tests.rpc.conftest import embedded_config, running
+
+POOL = "openai/org-x"
+
+
+def announce(cluster_id: str, backends: list[str]) -> agent_pb2.AgentReport:
+    return agent_pb2.AgentReport(
+        seq=1,
+        cluster_id=cluster_id,
+        boot_id="boot-a",
+        announce=agent_pb2.ClusterAnnouncement(
+            region="westeurope",
+            endpoint=f"{cluster_id}.example:443",
+            slots=8,
+            agent_versions=["auditor@16.4"],
+            backends=backends,
+            pool_ids=[POOL],
+        ),
+        load=agent_pb2.LoadReport(in_flight=0),
+    )
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[DispatcherServer]:
+    overrides = {
+        "pools": [{"id": POOL, "tpm": 1_000_000}],
+        "routes": {"chat-default": {"backends": [{"name": "gpt-4o", "weight": 100}]}},
+    }
+    async with running(embedded_config(tmp_path, **overrides)) as server:
+        yield server
+
+
+@pytest.fixture
+async def admin(server: DispatcherServer) -> AsyncIterator[admin_pb2_grpc.AdminServiceStub]:
+    """Two clusters: ``serves`` has the route's backend, ``other`` does not."""
+    async with grpc.aio.insecure_channel(server.address) as chan:
+        streams = []
+        for cluster_id, backends in (("serves", ["gpt-4o"]), ("other", ["llama3"])):
+            stream = agent_pb2_grpc.AgentServiceStub(chan).Connect()
+            await stream.write(announce(cluster_id, backends))
+            await stream.read()
+            streams.append(stream)
+        await server.runtime.router.refresh()
+        yield admin_pb2_grpc.AdminServiceStub(chan)
+        for stream in streams:
+            await stream.done_writing()
+
+
+async def test_explain_lists_every_candidate_with_its_reason_and_reserves_nothing(
+    server: DispatcherServer, admin: admin_pb2_grpc.AdminServiceStub
+) -> None:
+    explanation = await admin.Explain(
+        routing_pb2.RouteRequest(route="chat-default", agent="auditor")
+    )
+    by_id = {c.cluster.id: c for c in explanation.candidates}
+    assert set(by_id) == {"serves", "other"}
+    assert by_id["serves"].filter_reason == ""
+    assert by_id["serves"].chosen
+    assert by_id["serves"].score > 0
+    assert by_id["other"].filter_reason != ""
+    assert not by_id["other"].chosen
+    assert explanation.decision.outcome == routing_pb2.ROUTE_OUTCOME_ROUTED
+    assert explanation.decision.cluster.id == "serves"
+    assert explanation.decision.reservation_id == ""
+    snapshot = await server.runtime.ledger.snapshot(POOL)
+    assert snapshot.dims["tpm"].reserved == 0
+
+
+async def test_explain_of_an_unknown_route_is_not_found(
+    admin: admin_pb2_grpc.AdminServiceStub,
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await admin.Explain(routing_pb2.RouteRequest(route="nope", agent="auditor"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_dispatchctl_explain_builds_the_request_and_shows_each_candidate() -> None:
+    args = ctl.build_parser().parse_args(
+        ["explain", "chat-default", "--agent", "auditor@16.4", "--task-class", "heavy"]
+    )
+    request = ctl.explain_request(args)
+    assert (request.route, request.agent, request.agent_version) == (
+        "chat-default",
+        "auditor",
+        "auditor@16.4",
+    )
+    assert request.task_class == common_pb2.TASK_CLASS_HEAVY
+    explanation = admin_pb2.Explanation(backend="gpt-4o")
+    explanation.candidates.add(cluster=common_pb2.ClusterRef(id="serves"), score=0.25, chosen=True)
+    explanation.candidates.add(cluster=common_pb2.ClusterRef(id="other"), filter_reason="draining")
+    table = render.explain_table(explanation)
+    cells = [list(column.cells) for column in table.columns]
+    assert [str(c) for c in cells[0]] == ["serves", "other"]
+    assert [str(c) for c in cells[3]] == ["eligible", "draining"]
