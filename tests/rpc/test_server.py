@@ -11,7 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from dispatcher.errors import FailedPrecondition
 from dispatcher.rpc.health_client import check_health
 from dispatcher.server import SERVICE_NAMES, DispatcherServer
-from dispatcher.v1 import admin_pb2, admin_pb2_grpc, routing_pb2
+from dispatcher.v1 import admin_pb2, admin_pb2_grpc
 from tests.rpc.conftest import embedded_config
 
 EXPECTED_SERVICES = {
@@ -58,8 +58,10 @@ async def test_reflection_serves_file_descriptors(channel: grpc.aio.Channel) -> 
     ("call", "capability"),
     [
         (
-            lambda ch: admin_pb2_grpc.AdminServiceStub(ch).Explain(routing_pb2.RouteRequest()),
-            "AdminService.Explain",
+            lambda ch: admin_pb2_grpc.AdminServiceStub(ch).ListBreakers(
+                admin_pb2.ListBreakersRequest()
+            ),
+            "AdminService.ListBreakers",
         ),
         (
             lambda ch: admin_pb2_grpc.AdminServiceStub(ch).SetWeights(
