@@ -5,6 +5,7 @@
     health                        serving status of every service
     quota [POOL ...]              limit, used, reserved, remaining and time to refill per pool
     clusters                      clusters with state, liveness and load
+    breakers [--agent A]          circuit breaker per agent version: state, rates, thresholds
     drain CLUSTER [--reason R]    stop new work to a cluster; undrain CLUSTER lets it back
     limits set POOL DIM=VALUE...  change a pool's limits (e.g. tpm=300000 rpm=1800)
     explain ROUTE --agent A       why Route would pick what it picks: every candidate with its
@@ -60,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     quota = commands.add_parser("quota", help="quota per pool")
     quota.add_argument("pools", nargs="*", metavar="POOL")
     commands.add_parser("clusters", help="clusters with state and load")
+    breakers = commands.add_parser("breakers", help="circuit breakers per agent version")
+    breakers.add_argument("--agent", default="", help="only this agent's versions")
     for name in ("drain", "undrain"):
         sub = commands.add_parser(name, help=f"{name} a cluster")
         sub.add_argument("cluster")
@@ -137,6 +140,17 @@ async def cmd_clusters(channel: grpc.aio.Channel, args: argparse.Namespace) -> i
     return EXIT_OK
 
 
+async def cmd_breakers(channel: grpc.aio.Channel, args: argparse.Namespace) -> int:
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    reply = await stub.ListBreakers(
+        admin_pb2.ListBreakersRequest(agent=args.agent),
+        metadata=metadata(args),
+        timeout=args.timeout,
+    )
+    show(args, reply, lambda: render.breakers_table(reply.breakers))
+    return EXIT_OK
+
+
 async def cmd_drain(channel: grpc.aio.Channel, args: argparse.Namespace) -> int:
     stub = admin_pb2_grpc.AdminServiceStub(channel)
     method = stub.Drain if args.command == "drain" else stub.Undrain
@@ -181,6 +195,7 @@ COMMANDS: dict[str, Command] = {
     "health": cmd_health,
     "quota": cmd_quota,
     "clusters": cmd_clusters,
+    "breakers": cmd_breakers,
     "drain": cmd_drain,
     "undrain": cmd_drain,
     "limits": cmd_limits,

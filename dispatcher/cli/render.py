@@ -11,7 +11,15 @@ from rich.console import Console
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-__all__ = ["Table", "as_json", "clusters_table", "explain_table", "print_table", "quota_table"]
+__all__ = [
+    "Table",
+    "as_json",
+    "breakers_table",
+    "clusters_table",
+    "explain_table",
+    "print_table",
+    "quota_table",
+]
 from rich.text import Text
 
 from dispatcher.v1 import admin_pb2, common_pb2, routing_pb2
@@ -112,6 +120,41 @@ def clusters_table(clusters: Iterable[admin_pb2.ClusterStatus]) -> Table:
             f"{c.cpu_utilization:.0%}",
             f"{c.mem_utilization:.0%}",
             f"{c.heartbeat_age.ToTimedelta().total_seconds():.1f}s ago",
+        )
+    return table
+
+
+BREAKER_STATES = {
+    admin_pb2.BREAKER_STATE_CLOSED: Text("closed", style="green"),
+    admin_pb2.BREAKER_STATE_HALF_OPEN: Text("half-open", style="yellow"),
+    admin_pb2.BREAKER_STATE_OPEN: Text("open", style="red"),
+}
+
+
+def breakers_table(breakers: Iterable[admin_pb2.BreakerStatus]) -> Table:
+    table = Table(title="breakers", title_justify="left")
+    for column in (
+        "agent version",
+        "state",
+        "failures",
+        "slow",
+        "calls",
+        "trips at",
+        "opens until",
+    ):
+        table.add_column(
+            column, justify="left" if column in ("agent version", "state") else "right"
+        )
+    for b in breakers:
+        until = b.open_until.ToDatetime().strftime("%H:%M:%S") if b.HasField("open_until") else ""
+        table.add_row(
+            b.agent_version,
+            BREAKER_STATES.get(b.state, Text("?")),
+            f"{b.failure_rate:.1%}",
+            f"{b.slow_call_rate:.1%}",
+            f"{b.calls}/{b.settings.window}",
+            f"{b.settings.failure_rate:.0%} of >= {b.settings.min_calls}",
+            until,
         )
     return table
 

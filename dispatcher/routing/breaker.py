@@ -116,6 +116,16 @@ class CircuitBreaker:
         taken, self.transitions = self.transitions, []
         return taken
 
+    @property
+    def calls(self) -> int:
+        """Outcomes in the current window."""
+        return len(self._window)
+
+    @property
+    def open_until(self) -> float | None:
+        """When an OPEN breaker lets half-open probes through (None unless OPEN)."""
+        return self._open_until if self._state is BreakerState.OPEN else None
+
     def rates(self) -> tuple[float, float]:
         """(failure rate, slow-call rate) over the current window."""
         calls = len(self._window)

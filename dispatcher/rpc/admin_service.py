@@ -2,8 +2,8 @@
 
 Reads need the ``read`` role, changes the ``admin`` role (``rpc/auth.py``). Built so far:
 quota per pool, clusters, drain / undrain, pool limits (persisted in the durable ledger,
-applied to the shared hot store at once) and explain (a dry-run Route). Breakers, sessions,
-weights and watch answer UNIMPLEMENTED naming the capability.
+applied to the shared hot store at once), breakers and explain (a dry-run Route). Sessions,
+weights, breaker thresholds and watch answer UNIMPLEMENTED naming the capability.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dispatcher.fleet.hub import Drain
 from dispatcher.fleet.model import ClusterState
 from dispatcher.ledger import PoolSnapshot
 from dispatcher.ledger.admission import check_limits
+from dispatcher.routing.breaker import BreakerState, CircuitBreaker
 from dispatcher.rpc import convert
 from dispatcher.rpc.auth import OperatorAuth
 from dispatcher.rpc.explain import explain_call, explanation_pb
@@ -50,6 +51,39 @@ def quota_pb(snapshot: PoolSnapshot, spec: cfg.PoolSpec, degraded: bool) -> admi
     if snapshot.blocked_until is not None and snapshot.blocked_until > snapshot.at:
         quota.blocked_until.CopyFrom(convert.timestamp_of(snapshot.blocked_until))
     return quota
+
+
+BREAKER_TO_PB = {
+    BreakerState.CLOSED: admin_pb2.BREAKER_STATE_CLOSED,
+    BreakerState.OPEN: admin_pb2.BREAKER_STATE_OPEN,
+    BreakerState.HALF_OPEN: admin_pb2.BREAKER_STATE_HALF_OPEN,
+}
+
+
+def breaker_pb(breaker: CircuitBreaker, now: float) -> admin_pb2.BreakerStatus:
+    failure_rate, slow_rate = breaker.rates()
+    spec = breaker.spec
+    status = admin_pb2.BreakerStatus(
+        agent_version=breaker.key,
+        state=BREAKER_TO_PB[breaker.state(now)],
+        failure_rate=failure_rate,
+        slow_call_rate=slow_rate,
+        calls=breaker.calls,
+        settings=admin_pb2.BreakerSettings(
+            agent=breaker.key,
+            failure_rate=spec.failure_rate,
+            slow_call_rate=spec.slow_call_rate,
+            slow_call_duration=duration_from_seconds(spec.slow_call_duration),
+            window=spec.window,
+            min_calls=spec.min_calls,
+            open_for=duration_from_seconds(spec.open_for),
+            max_open_for=duration_from_seconds(spec.max_open_for),
+            half_open_probes=spec.half_open_probes,
+        ),
+    )
+    if breaker.open_until is not None:
+        status.open_until.CopyFrom(convert.timestamp_of(breaker.open_until))
+    return status
 
 
 def cluster_pb(state: ClusterState, now: float) -> admin_pb2.ClusterStatus:
@@ -157,7 +191,19 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ListBreakers(
         self, request: admin_pb2.ListBreakersRequest, context: Context
     ) -> admin_pb2.ListBreakersResponse:
-        raise NotBuilt(f"AdminService.ListBreakers ({ROUTING})")
+        """This replica's breakers; every replica derives the same ones from the shared
+        heartbeat counters."""
+        self.auth.require(context, "read")
+        now = time.time()
+        breakers = sorted(self.runtime.router.engine.breakers, key=lambda b: b.key)
+        wanted = request.agent
+        return admin_pb2.ListBreakersResponse(
+            breakers=[
+                breaker_pb(b, now)
+                for b in breakers
+                if not wanted or b.key.partition("@")[0] == wanted
+            ]
+        )
 
     @unary
     async def ListSessions(

@@ -1,7 +1,8 @@
-"""AdminService.Explain on the real server: a dry-run Route, every candidate with its reason."""
+"""AdminService.Explain and ListBreakers on the real server: why Route picks what it picks."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -112,3 +113,36 @@ def test_dispatchctl_explain_builds_the_request_and_shows_each_candidate() -> No
     cells = [list(column.cells) for column in table.columns]
     assert [str(c) for c in cells[0]] == ["serves", "other"]
     assert [str(c) for c in cells[3]] == ["eligible", "draining"]
+
+
+async def test_list_breakers_shows_each_versions_state_and_thresholds(
+    server: DispatcherServer, admin: admin_pb2_grpc.AdminServiceStub
+) -> None:
+    """Fed as the fleet refresh feeds it (heartbeat counter deltas): 10 failures in 100 calls
+    trips auditor@16.4 (default 5 %); auditor@16.5 stays closed. How deltas come from
+    heartbeats is pinned by tests/routing and tests/rpc/test_route.py."""
+    engine, now = server.runtime.router.engine, time.time()
+    assert engine.on_version_counts("auditor@16.4", 90, 10, 0, now) is not None
+    assert engine.on_version_counts("auditor@16.5", 100, 0, 0, now) is None
+    assert engine.on_version_counts("other@1", 100, 0, 0, now) is None
+    reply = await admin.ListBreakers(admin_pb2.ListBreakersRequest(agent="auditor"))
+    by_version = {b.agent_version: b for b in reply.breakers}
+    assert set(by_version) == {"auditor@16.4", "auditor@16.5"}
+    tripped, healthy = by_version["auditor@16.4"], by_version["auditor@16.5"]
+    assert tripped.state == admin_pb2.BREAKER_STATE_OPEN
+    assert tripped.HasField("open_until")
+    assert tripped.settings.failure_rate == pytest.approx(0.05)
+    assert healthy.state == admin_pb2.BREAKER_STATE_CLOSED
+    assert (healthy.calls, healthy.failure_rate) == (100, 0.0)
+    assert not healthy.HasField("open_until")
+
+
+def test_dispatchctl_breakers_table_shows_state_and_thresholds() -> None:
+    status = admin_pb2.BreakerStatus(
+        agent_version="auditor@16.4", state=admin_pb2.BREAKER_STATE_OPEN, failure_rate=0.1
+    )
+    status.settings.window, status.settings.min_calls, status.settings.failure_rate = 200, 50, 0.05
+    table = render.breakers_table([status])
+    row = [str(next(iter(column.cells))) for column in table.columns]
+    assert row[:3] == ["auditor@16.4", "open", "10.0%"]
+    assert row[5] == "5% of >= 50"
