@@ -6,6 +6,7 @@
     quota [POOL ...]              limit, used, reserved, remaining and time to refill per pool
     clusters                      clusters with state, liveness and load
     breakers [--agent A]          circuit breaker per agent version: state, rates, thresholds
+    sessions [--cluster C]        sticky sessions and their pinned clusters (up to --limit)
     drain CLUSTER [--reason R]    stop new work to a cluster; undrain CLUSTER lets it back
     limits set POOL DIM=VALUE...  change a pool's limits (e.g. tpm=300000 rpm=1800)
     explain ROUTE --agent A       why Route would pick what it picks: every candidate with its
@@ -63,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("clusters", help="clusters with state and load")
     breakers = commands.add_parser("breakers", help="circuit breakers per agent version")
     breakers.add_argument("--agent", default="", help="only this agent's versions")
+    sessions = commands.add_parser("sessions", help="sticky sessions and their clusters")
+    sessions.add_argument("--cluster", default="", help="only sessions pinned here")
+    sessions.add_argument("--limit", type=int, default=100, help="at most this many (<= 1000)")
     for name in ("drain", "undrain"):
         sub = commands.add_parser(name, help=f"{name} a cluster")
         sub.add_argument("cluster")
@@ -151,6 +155,14 @@ async def cmd_breakers(channel: grpc.aio.Channel, args: argparse.Namespace) -> i
     return EXIT_OK
 
 
+async def cmd_sessions(channel: grpc.aio.Channel, args: argparse.Namespace) -> int:
+    stub = admin_pb2_grpc.AdminServiceStub(channel)
+    request = admin_pb2.ListSessionsRequest(cluster_id=args.cluster, limit=args.limit)
+    reply = await stub.ListSessions(request, metadata=metadata(args), timeout=args.timeout)
+    show(args, reply, lambda: render.sessions_table(reply.sessions))
+    return EXIT_OK
+
+
 async def cmd_drain(channel: grpc.aio.Channel, args: argparse.Namespace) -> int:
     stub = admin_pb2_grpc.AdminServiceStub(channel)
     method = stub.Drain if args.command == "drain" else stub.Undrain
@@ -196,6 +208,7 @@ COMMANDS: dict[str, Command] = {
     "quota": cmd_quota,
     "clusters": cmd_clusters,
     "breakers": cmd_breakers,
+    "sessions": cmd_sessions,
     "drain": cmd_drain,
     "undrain": cmd_drain,
     "limits": cmd_limits,

@@ -19,6 +19,7 @@ __all__ = [
     "explain_table",
     "print_table",
     "quota_table",
+    "sessions_table",
 ]
 from rich.text import Text
 
@@ -155,6 +156,22 @@ def breakers_table(breakers: Iterable[admin_pb2.BreakerStatus]) -> Table:
             f"{b.calls}/{b.settings.window}",
             f"{b.settings.failure_rate:.0%} of >= {b.settings.min_calls}",
             until,
+        )
+    return table
+
+
+def sessions_table(sessions: Iterable[admin_pb2.Session]) -> Table:
+    table = Table(title="sessions", title_justify="left")
+    for column in ("session", "cluster", "boot id", "pinned (UTC)", "last used (UTC)", "handovers"):
+        table.add_column(column, justify="right" if column == "handovers" else "left")
+    for s in sessions:
+        table.add_row(
+            s.session_key,
+            s.cluster_id,
+            s.boot_id,
+            s.pinned_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+            s.last_used_at.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+            str(s.handovers),
         )
     return table
 

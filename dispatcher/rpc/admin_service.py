@@ -2,8 +2,8 @@
 
 Reads need the ``read`` role, changes the ``admin`` role (``rpc/auth.py``). Built so far:
 quota per pool, clusters, drain / undrain, pool limits (persisted in the durable ledger,
-applied to the shared hot store at once), breakers and explain (a dry-run Route). Sessions,
-weights, breaker thresholds and watch answer UNIMPLEMENTED naming the capability.
+applied to the shared hot store at once), breakers, sessions and explain (a dry-run Route).
+Weights, breaker thresholds and watch answer UNIMPLEMENTED naming the capability.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dispatcher import config as cfg
 from dispatcher.errors import InvalidArgument, NotBuilt, NotFound
 from dispatcher.fleet.hub import Drain
 from dispatcher.fleet.model import ClusterState
+from dispatcher.fleet.sessions import SessionRecord
 from dispatcher.ledger import PoolSnapshot
 from dispatcher.ledger.admission import check_limits
 from dispatcher.routing.breaker import BreakerState, CircuitBreaker
@@ -27,6 +28,7 @@ from dispatcher.runtime import Runtime
 from dispatcher.v1 import admin_pb2, admin_pb2_grpc, common_pb2, routing_pb2
 
 ROUTING = "routing engine"
+DEFAULT_SESSIONS, MAX_SESSIONS = 100, 1000
 MAX_REASON_BYTES = 256
 
 
@@ -51,6 +53,17 @@ def quota_pb(snapshot: PoolSnapshot, spec: cfg.PoolSpec, degraded: bool) -> admi
     if snapshot.blocked_until is not None and snapshot.blocked_until > snapshot.at:
         quota.blocked_until.CopyFrom(convert.timestamp_of(snapshot.blocked_until))
     return quota
+
+
+def session_pb(record: SessionRecord) -> admin_pb2.Session:
+    return admin_pb2.Session(
+        session_key=record.session_key,
+        cluster_id=record.cluster_id,
+        boot_id=record.boot_id,
+        pinned_at=convert.timestamp_of(record.pinned_at),
+        last_used_at=convert.timestamp_of(record.last_used_at),
+        handovers=record.handovers,
+    )
 
 
 BREAKER_TO_PB = {
@@ -209,7 +222,18 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ListSessions(
         self, request: admin_pb2.ListSessionsRequest, context: Context
     ) -> admin_pb2.ListSessionsResponse:
-        raise NotBuilt(f"AdminService.ListSessions ({ROUTING})")
+        """Up to ``limit`` sessions (all, or those pinned to ``cluster_id``). The session
+        table is a hot-store index, not a sorted one: there are no further pages, and
+        ``page_token`` is refused rather than silently ignored."""
+        self.auth.require(context, "read")
+        if request.page_token:
+            raise InvalidArgument("page_token", "paging is not supported; raise limit (<= 1000)")
+        if request.limit > MAX_SESSIONS:
+            raise InvalidArgument("limit", f"must be <= {MAX_SESSIONS}")
+        records = await self.runtime.sessions.sessions(
+            request.cluster_id or None, request.limit or DEFAULT_SESSIONS
+        )
+        return admin_pb2.ListSessionsResponse(sessions=[session_pb(r) for r in records])
 
     @unary
     async def SetWeights(

@@ -1,4 +1,5 @@
-"""AdminService.Explain and ListBreakers on the real server: why Route picks what it picks."""
+"""AdminService.Explain, ListBreakers and ListSessions on the real server, and how dispatchctl
+shows them."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dispatcher.v1 import (
     agent_pb2_grpc,
     common_pb2,
     routing_pb2,
+    routing_pb2_grpc,
 )
 from tests.rpc.conftest import embedded_config, running
 
@@ -146,3 +148,38 @@ def test_dispatchctl_breakers_table_shows_state_and_thresholds() -> None:
     row = [str(next(iter(column.cells))) for column in table.columns]
     assert row[:3] == ["auditor@16.4", "open", "10.0%"]
     assert row[5] == "5% of >= 50"
+
+
+async def test_list_sessions_shows_where_each_session_is_pinned(
+    server: DispatcherServer, admin: admin_pb2_grpc.AdminServiceStub
+) -> None:
+    async with grpc.aio.insecure_channel(server.address) as chan:
+        routing = routing_pb2_grpc.RoutingServiceStub(chan)
+        for key in ("conv-1", "conv-2"):
+            await routing.Route(
+                routing_pb2.RouteRequest(
+                    request_id=f"req-{key}", route="chat-default", agent="auditor", session_key=key
+                )
+            )
+    reply = await admin.ListSessions(admin_pb2.ListSessionsRequest(cluster_id="serves"))
+    assert sorted((s.session_key, s.cluster_id) for s in reply.sessions) == [
+        ("conv-1", "serves"),
+        ("conv-2", "serves"),
+    ]
+    assert all(s.boot_id == "boot-a" and s.handovers == 0 for s in reply.sessions)
+    assert reply.next_page_token == ""
+    elsewhere = await admin.ListSessions(admin_pb2.ListSessionsRequest(cluster_id="other"))
+    assert list(elsewhere.sessions) == []
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [({"page_token": "abc"}, "page_token"), ({"limit": 1001}, "limit")],
+)
+async def test_list_sessions_refuses_paging_and_huge_pages_naming_the_field(
+    admin: admin_pb2_grpc.AdminServiceStub, request_fields: dict[str, object], field: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await admin.ListSessions(admin_pb2.ListSessionsRequest(**request_fields))  # type: ignore[arg-type]
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (caught.value.details() or "")

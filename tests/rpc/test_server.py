@@ -58,10 +58,10 @@ async def test_reflection_serves_file_descriptors(channel: grpc.aio.Channel) -> 
     ("call", "capability"),
     [
         (
-            lambda ch: admin_pb2_grpc.AdminServiceStub(ch).ListSessions(
-                admin_pb2.ListSessionsRequest()
+            lambda ch: admin_pb2_grpc.AdminServiceStub(ch).SetBreaker(
+                admin_pb2.SetBreakerRequest()
             ),
-            "AdminService.ListSessions",
+            "AdminService.SetBreaker",
         ),
         (
             lambda ch: admin_pb2_grpc.AdminServiceStub(ch).SetWeights(
