@@ -31,7 +31,9 @@ def resume_delay(error: BaseException, policy: RetryPolicy, attempt: int) -> flo
     if not isinstance(error, grpc.aio.AioRpcError):
         return None
     reset = error.code() == grpc.StatusCode.INTERNAL and "RST_STREAM" in (error.details() or "")
-    if reset:
+    # CANCELLED arriving as an error was not our doing (our own cancel ends the generator):
+    # a replica stopping, a proxy or the transport ended the stream, so resume it.
+    if reset or error.code() == grpc.StatusCode.CANCELLED:
         return policy.backoff(attempt)
     return policy.delay_for(error, attempt)
 

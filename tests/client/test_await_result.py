@@ -21,7 +21,8 @@ FINAL = result_pb2.RESULT_EVENT_KIND_FINAL
 
 class BreakingProxy(result_pb2_grpc.ResultServiceServicer):
     """The real servicer behind a 'proxy' that breaks each of the first ``breaks`` streams
-    after ``every`` events, with ``code`` (UNAVAILABLE, or INTERNAL as an RST_STREAM)."""
+    after ``every`` events, with ``code`` (UNAVAILABLE, INTERNAL as an RST_STREAM, or
+    CANCELLED as a stopping replica or the transport ends a stream)."""
 
     def __init__(self, real: ResultServicer, breaks: int, every: int, code: grpc.StatusCode):
         self.real = real
@@ -69,7 +70,9 @@ async def publish_task(store: MemoryResultStore, task_id: str, count: int) -> tu
     return token, ids
 
 
-@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL])
+@pytest.mark.parametrize(
+    "code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.CANCELLED]
+)
 async def test_a_broken_stream_resumes_from_the_last_event_with_no_loss_or_duplicate(
     store: MemoryResultStore, code: grpc.StatusCode
 ) -> None:
