@@ -1,9 +1,10 @@
 """The agent loop: one Connect stream to the dispatcher, kept up for the process's life.
 
 Per session: connect, announce, then report every interval (the first after a random phase,
-so a fleet restarted together does not report in lockstep). Each report carries the usage
-rows of the outbox not already riding on an unacked report; when a report is acked, the
-rows listed durable are deleted and the others become sendable again. After a reconnect
+so a fleet restarted together does not report in lockstep, yet never sooner than the
+dispatcher's flood rule allows). Each report carries the usage rows of the outbox not
+already riding on an unacked report; when a report is acked, the rows listed durable are
+deleted and the others become sendable again. After a reconnect
 every row still in the outbox is resent (redelivery is idempotent on report_id).
 A broken stream is retried with exponential backoff and full jitter; a stream that got at
 least one ack resets the backoff. On stop (SIGTERM): report admin state DRAIN, wait briefly
@@ -36,6 +37,9 @@ from regional_agent.state import LocalState
 log = get_logger(__name__)
 
 MAX_USAGE_PER_REPORT = 500
+#: The dispatcher refuses a report sooner than half an interval after the previous one (a
+#: flood; the announce counts), so no two reports are ever closer than this share of it.
+MIN_GAP_SHARE = 0.6
 GOODBYE_TIMEOUT_S = 2.0
 Call = grpc.aio.StreamStreamCall[agent_pb2.AgentReport, agent_pb2.Directive]
 _STREAM_ENDED = (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError)
@@ -109,7 +113,7 @@ class AgentLoop:
         self, call: Call, reader: asyncio.Task[None], stopper: asyncio.Task[bool]
     ) -> None:
         loop = asyncio.get_running_loop()
-        next_at = loop.time() + self._rng.uniform(0, self.interval)
+        next_at = loop.time() + self._rng.uniform(MIN_GAP_SHARE, 1.0) * self.interval
         while True:
             delay = max(0.0, next_at - loop.time())
             done, _ = await asyncio.wait(
@@ -119,7 +123,7 @@ class AgentLoop:
                 return
             await self._send(call)
             # Keep the schedule, but never fire twice at once after a stall.
-            next_at = max(next_at + self.interval, loop.time() + self.interval / 2)
+            next_at = max(next_at + self.interval, loop.time() + self.interval * MIN_GAP_SHARE)
 
     async def _goodbye(self, call: Call, reader: asyncio.Task[None]) -> None:
         seq = await self._send(call, admin_state=common_pb2.ADMIN_STATE_DRAIN)

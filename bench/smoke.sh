@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Every bench in bench/, once, with tiny parameters: CI runs this after the tests (.ci/run).
+# Each line must exit non-zero when its bench fails or one of its expectations is violated
+# (the benches take --check for that). OTHER BENCHES: add your own tiny line(s) below, one
+# bench per section, seconds not minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-python}"
+
+run() {
+  printf '\n--> %s\n' "$*"
+  "$PY" "$@"
+}
+
+# -- bench/ledger.py: memory, redis, and each fault flag (its own redis-server; PostgreSQL at
+#    127.0.0.1:5432 unless BENCH_DATABASE_URL says otherwise). Tiny runs cannot show speed
+#    (10 callers do not batch, 2 s do not average), so --no-speed-checks: every other
+#    expectation (over-admission, journal exactness, deadlines) is enforced.
+DB=(--database-url "${BENCH_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/test}")
+run -m bench.ledger --check --no-speed-checks --json "${DB[@]}" \
+  --backend memory --replicas 1 --callers 10 --seconds 2
+run -m bench.ledger --check --no-speed-checks --json "${DB[@]}" \
+  --backend redis --replicas 2 --callers 10 --seconds 2
+run -m bench.ledger --check --no-speed-checks --json "${DB[@]}" \
+  --backend redis --replicas 2 --callers 10 --seconds 2 --kill-replica
+run -m bench.ledger --check --no-speed-checks --json "${DB[@]}" \
+  --backend redis --replicas 2 --callers 10 --seconds 3 --redis-outage 1
+
+# -- bench/relay.py: every event delivered exactly once, resumes included (memory and Redis).
+run -m bench.relay --check --json --tasks 20 --awaiters 20 --disconnect-rate 0.5
+run -m bench.relay --check --json --tasks 20 --awaiters 20 --disconnect-rate 0.5 \
+  --backend redis --redis-url "${BENCH_REDIS_URL:-redis://127.0.0.1:6379/15}"
+
+# -- bench/heartbeats.py: one real dispatcher process, every agent stream held and every
+#    report acked (and the bare grpc.aio baseline beside it).
+run -m bench.heartbeats --check --json --streams 50 --interval 1 --seconds 3
+
+# -- bench/route.py: Route over gRPC on the Redis ledger beside an empty grpc.aio handler;
+#    --check fails on errors only (any non-OK Route / Release, a server that died), not speed.
+run -m bench.route --check --json --seconds 2 --rounds 1 --callers 8 \
+  --redis-url "${BENCH_ROUTE_REDIS_URL:-redis://127.0.0.1:6379/14}"
+
+# -- bench/simulate.py and bench/engine_speed.py: the routing simulator on a tiny fleet for a
+#    few simulated minutes, and the in-process engine for a second.
+run -m bench.simulate --json --caps 8,4 --load 0.8 --replicas 2 --heartbeat 5 --hours 0.05 \
+  --seeds 1 >/dev/null
+run -m bench.engine_speed --clusters 100 --seconds 1
