@@ -278,6 +278,13 @@ class Router:
 
     # -- outcomes ---------------------------------------------------------------------------
 
+    def released(self, reservation: Reservation) -> None:
+        """Given back before it ran: undo this replica's count of it in flight, which would
+        otherwise inflate the cluster's load until its next heartbeat."""
+        choice = _choice_of(reservation)
+        if choice is not None:
+            self.engine.load.on_complete(choice.cluster_id, choice.lane)
+
     def settled(
         self, reservation: Reservation, usage: Usage, outcome: str, duration: float
     ) -> None:
@@ -286,10 +293,9 @@ class Router:
         Breakers are fed from heartbeat counters (every replica sees those); feeding them
         settles too would count each outcome twice.
         """
-        try:
-            choice = decode_choice(reservation.candidate_id)
-        except ValueError:
-            return  # reserved by someone other than this router (e.g. a test or a tool)
+        choice = _choice_of(reservation)
+        if choice is None:
+            return
         ok = None if outcome in ("cancelled", "rate_limited") else outcome == "success"
         _, ejection = self.engine.on_complete(
             choice.cluster_id, choice.lane, ok=ok, duration=duration, now=time.time()
@@ -298,6 +304,13 @@ class Router:
             log.warning("cluster ejected", cluster=choice.cluster_id, until=ejection.until)
         agent = choice.version.split("@", 1)[0]
         self.estimates.learn(agent, usage)
+
+
+def _choice_of(reservation: Reservation) -> Choice | None:
+    try:
+        return decode_choice(reservation.candidate_id)
+    except ValueError:
+        return None  # reserved by someone other than this router (e.g. a test or a tool)
 
 
 def split_version(agent: str, agent_version: str) -> str | None:

@@ -88,7 +88,7 @@ class CircuitBreaker:
     def record_counts(
         self, succeeded: int, failed: int, slow: int, now: float
     ) -> Transition | None:
-        """Heartbeat counter deltas (``fleet.model.VersionDelta``) as individual outcomes.
+        """Heartbeat counter deltas (``fleet.model.VersionDelta``) as one batch of outcomes.
 
         Only the last ``window`` outcomes matter, so a large delta is scaled down to the window
         keeping its failure and slow shares.
@@ -100,17 +100,14 @@ class CircuitBreaker:
         failures = round(failed * scale)
         calls = max(1, round(total * scale))
         slow_calls = round(min(slow, total) * scale)
-        transition = None
+        self._advance(now)
+        if self._state is BreakerState.OPEN:
+            return None  # stragglers from before the trip say nothing about now
+        # The whole delta, then one judgement: replayed and judged call by call, a prefix of
+        # only failures (4 of 100 read as 4 of the first 20) would trip a 5 % breaker.
         for index in range(calls):
-            failed_call = index < failures
-            slow_call = index < slow_calls
-            transition = (
-                self.record(
-                    not failed_call, self.spec.slow_call_duration if slow_call else 0.0, now
-                )
-                or transition
-            )
-        return transition
+            self._window.append((index < failures, index < slow_calls))
+        return self._evaluate(now)
 
     def take_transitions(self) -> list[Transition]:
         taken, self.transitions = self.transitions, []

@@ -55,7 +55,10 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         before = await self.ledger.get(reservation_id)
         after = await self.ledger.release(reservation_id)
         given_back = before.state is ReservationState.RESERVED
-        refunded = before.cost if given_back and after.state is ReservationState.RELEASED else {}
+        released_now = given_back and after.state is ReservationState.RELEASED
+        if released_now:
+            self.router.released(after)
+        refunded = before.cost if released_now else {}
         return routing_pb2.ReleaseResponse(
             state=convert.STATE_TO_PB[after.state], refunded=convert.charges_pb(refunded)
         )

@@ -98,6 +98,18 @@ def test_heartbeat_counters_feed_the_window() -> None:
     assert breaker.state(0.0) is BreakerState.OPEN
 
 
+@given(st.integers(1, SPEC.window), st.floats(0, 1))
+def test_a_counter_delta_trips_exactly_when_its_failure_share_reaches_the_threshold(
+    calls: int, share: float
+) -> None:
+    """Judged as one batch: a delta of 4 failures in 100 is 4 %, not 4 of its first 20."""
+    failed = round(calls * share)
+    breaker = CircuitBreaker("v", SPEC)
+    breaker.record_counts(succeeded=calls - failed, failed=failed, slow=0, now=0.0)
+    should_trip = calls >= SPEC.min_calls and failed / calls >= SPEC.failure_rate
+    assert (breaker.state(0.0) is BreakerState.OPEN) == should_trip
+
+
 @given(st.integers(0, 100))
 def test_trips_exactly_when_the_failure_rate_reaches_five_percent(failures: int) -> None:
     breaker = CircuitBreaker("v", SPEC)

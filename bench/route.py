@@ -1,0 +1,412 @@
+"""Route over gRPC with the Redis ledger, against an empty grpc.aio handler (DESIGN §10).
+
+    python -m bench.route [--seconds 5] [--callers 64] [--channels 4] [--clusters 4]
+        [--rounds 2] [--redis-url redis://127.0.0.1:6379/14] [--json] [--check]
+        [--profile py-spy|cprofile --profile-out FILE]
+
+One invocation starts two server processes on this machine:
+
+- the dispatcher (``python -m dispatcher serve`` on Redis database 14, which this bench
+  flushes and owns, and a SQLite durable ledger in a temp dir unless ``--database-url``),
+  with ``--clusters`` clusters registered through ``AgentService.Connect`` streams this
+  process holds open and heartbeats on (one quota family, two pools, so spillover candidates
+  batch into one script call);
+- ``bench.route_empty``: the same RoutingService with handlers that return empty messages.
+
+Then, ``--rounds`` times and alternating so machine noise hits both alike, a load generator
+process (``bench.route_load``) drives each with ``--callers`` concurrent callers on
+``--channels`` channels: Route, then Release of the reservation, so pools never fill. Server
+CPU is read with psutil over the generator's timed window. A last light phase
+(``--p99-callers``) gives the below-saturation p99. ``engine_per_s`` is the in-process
+engine with 100 clusters (``bench.engine_speed.measure``).
+
+Printed: ``route_per_s``, ``empty_per_s``, ``route_over_empty`` (target >= 0.6),
+``route_p99_ms`` (light load; target <= 5), ``route_p99_ms_saturated``,
+``server_cpu_us_per_route`` (target <= 300; includes the Release after each Route),
+``empty_cpu_us_per_call`` (Route + Release likewise), ``engine_per_s`` (target >= 50,000),
+and ``errors``. ``--check`` exits 1 on errors only, never on speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import grpc
+import psutil
+import redis
+
+from bench.engine_speed import measure as engine_measure
+from dispatcher.v1 import agent_pb2, agent_pb2_grpc, common_pb2, routing_pb2, routing_pb2_grpc
+
+START_TIMEOUT_S = 30.0
+HEARTBEAT_S = 5.0
+POOLS = ("bench/pool-a", "bench/pool-b")
+CONFIG = f"""\
+routing:
+  heartbeat_interval: {HEARTBEAT_S}s
+pools:
+  - {{id: {POOLS[0]}, family: bench, tpm: 1000000000000, rpm: 1000000000, safety_factor: 1.0}}
+  - {{id: {POOLS[1]}, family: bench, tpm: 1000000000000, rpm: 1000000000, safety_factor: 1.0}}
+routes:
+  chat-default:
+    backends:
+      - {{name: gpt-4o, weight: 100}}
+"""
+
+
+@dataclass
+class Server:
+    """A server process, its address, and the stderr lines it wrote (drained in a thread)."""
+
+    proc: subprocess.Popen[str]
+    address: str
+    lines: list[str] = field(default_factory=list)
+
+    def cpu_s(self) -> float:
+        times = psutil.Process(self.proc.pid).cpu_times()
+        return float(times.user + times.system)
+
+
+def drain(stream: IO[str] | None, into: list[str]) -> None:
+    """Keep reading a child's pipe so it never blocks on a full one."""
+    if stream is None:
+        return
+
+    def loop() -> None:
+        for line in stream:
+            into.append(line)
+            del into[:-200]
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+def read_json_line(stream: IO[str], want: str, seen: list[str]) -> dict[str, Any]:
+    """Read ``stream`` until a JSON line with key ``want`` (or ``event == want``)."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        line = stream.readline()
+        if not line:
+            break
+        seen.append(line)
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict) and (want in data or data.get("event") == want):
+            return data
+    raise RuntimeError(f"no {want!r} line; output: {''.join(seen[-20:])}")
+
+
+@contextmanager
+def dispatcher_process(args: argparse.Namespace, workdir: Path) -> Iterator[Server]:
+    config = workdir / "dispatcher.yaml"
+    config.write_text(CONFIG)
+    prefix = [sys.executable]
+    if args.profile == "cprofile":
+        prefix += ["-m", "cProfile", "-o", str(args.profile_out)]
+    cmd = [
+        *prefix,
+        *("-m", "dispatcher", "serve", "--listen", "127.0.0.1:0", "--log-format", "json"),
+        *("--config", str(config), "--redis-url", args.redis_url),
+        *(
+            "--database-url",
+            args.database_url or f"sqlite+aiosqlite:///{workdir / 'ledger.sqlite3'}",
+        ),
+    ]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    with stopping(proc):
+        assert proc.stderr is not None
+        seen: list[str] = []
+        address = str(read_json_line(proc.stderr, "serving", seen)["address"])
+        server = Server(proc, address, seen)
+        drain(proc.stderr, server.lines)
+        yield server
+
+
+@contextmanager
+def empty_process() -> Iterator[Server]:
+    cmd = [sys.executable, "-m", "bench.route_empty", "--listen", "127.0.0.1:0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with stopping(proc):
+        assert proc.stdout is not None
+        seen: list[str] = []
+        port = read_json_line(proc.stdout, "port", seen)["port"]
+        server = Server(proc, f"127.0.0.1:{port}", seen)
+        drain(proc.stderr, server.lines)
+        yield server
+
+
+@contextmanager
+def stopping(proc: subprocess.Popen[str]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+# -- clusters: Connect streams this process holds open ------------------------------------
+
+
+def report(cluster: int, seq: int, boot_id: str) -> agent_pb2.AgentReport:
+    return agent_pb2.AgentReport(
+        seq=seq,
+        cluster_id=f"bench-{cluster}",
+        boot_id=boot_id,
+        announce=agent_pb2.ClusterAnnouncement(
+            region="local",
+            endpoint=f"bench-{cluster}.example:443",
+            slots=64,
+            pool_ids=[POOLS[cluster % len(POOLS)]],
+        )
+        if seq == 1
+        else None,
+        load=agent_pb2.LoadReport(in_flight=0),
+    )
+
+
+async def agent(address: str, cluster: int, stop: asyncio.Event, errors: list[str]) -> None:
+    """One cluster's agent: announce, then a heartbeat every HEARTBEAT_S until ``stop``."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub: Any = agent_pb2_grpc.AgentServiceStub(channel)
+        stream = stub.Connect()
+        boot_id, seq = f"boot-{cluster}-{time.time_ns()}", 0
+        while not stop.is_set():
+            seq += 1
+            await stream.write(report(cluster, seq, boot_id))
+            while True:
+                directive = await stream.read()
+                if directive is grpc.aio.EOF:
+                    errors.append(f"cluster {cluster}: the dispatcher ended its stream")
+                    return
+                if directive.WhichOneof("kind") == "ack" and directive.ack.seq == seq:
+                    if directive.ack.rejected_reason:
+                        errors.append(f"cluster {cluster}: {directive.ack.rejected_reason}")
+                    break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), HEARTBEAT_S)
+        await stream.done_writing()
+
+
+@asynccontextmanager
+async def clusters(address: str, count: int, errors: list[str]) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(agent(address, i, stop, errors)) for i in range(count)]
+    try:
+        await routable(address)
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def routable(address: str) -> None:
+    """Poll until the dispatcher's refresh loop has seen the clusters (a Route succeeds)."""
+    request = routing_pb2.RouteRequest(
+        request_id="",
+        route="chat-default",
+        agent="auditor",
+        estimate=common_pb2.TokenEstimate(input_tokens=1, max_output_tokens=1),
+    )
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub: Any = routing_pb2_grpc.RoutingServiceStub(channel)
+        async with asyncio.timeout(START_TIMEOUT_S):
+            for attempt in range(10**9):
+                request.request_id = f"probe-{attempt}"
+                try:
+                    decision = await stub.Route(request)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        raise
+                else:
+                    await stub.Release(
+                        routing_pb2.ReleaseRequest(reservation_id=decision.reservation_id)
+                    )
+                    return
+                await asyncio.sleep(0.05)
+
+
+# -- load phases --------------------------------------------------------------------------
+
+
+@dataclass
+class Phase:
+    routes: int = 0
+    seconds: float = 0.0
+    server_cpu_s: float = 0.0
+    generator_cpu_s: float = 0.0
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)
+
+    @property
+    def per_s(self) -> float:
+        return self.routes / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_us_per_call(self) -> float:
+        return self.server_cpu_s / self.routes * 1e6 if self.routes else 0.0
+
+
+async def drive(
+    server: Server, args: argparse.Namespace, phase: Phase, callers: int, label: str, routed: bool
+) -> None:
+    """One generator process against ``server``; adds its window's numbers to ``phase``."""
+    cmd = [
+        *(sys.executable, "-m", "bench.route_load", "--target", server.address),
+        *("--callers", str(callers), "--channels", str(args.channels)),
+        *("--seconds", str(args.seconds), "--warmup", str(args.warmup), "--prefix", label),
+    ]
+    if routed:
+        cmd.append("--expect-routed")
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    cpu0 = 0.0
+    result: dict[str, Any] = {}
+    async for raw in proc.stdout:
+        line = json.loads(raw)
+        if line["event"] == "measuring":
+            cpu0 = server.cpu_s()
+        elif line["event"] == "measured":
+            phase.server_cpu_s += server.cpu_s() - cpu0
+        elif line["event"] == "result":
+            result = line
+    if await proc.wait() != 0 or not result:
+        phase.errors += 1
+        phase.error_samples.append(f"generator {label} exited {proc.returncode}")
+        return
+    phase.routes += result["routes"]
+    phase.seconds += result["seconds"]
+    phase.generator_cpu_s += result["cpu_s"]
+    phase.errors += result["errors"]
+    phase.error_samples += result["error_samples"]
+    phase.p99_ms.append(result["p99_ms"])
+
+
+@contextmanager
+def profiling(args: argparse.Namespace, pid: int) -> Iterator[None]:
+    if args.profile != "py-spy":
+        yield
+        return
+    cmd = [
+        *("py-spy", "record", "--pid", str(pid), "--format", "raw", "--rate", "200"),
+        *("--output", str(args.profile_out), "--nonblocking"),
+    ]
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    redis.Redis.from_url(args.redis_url).flushdb()  # database 14 belongs to this bench
+    errors: list[str] = []
+    route, empty, light = Phase(), Phase(), Phase()
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-route-") as tmp,
+        dispatcher_process(args, Path(tmp)) as dispatcher,
+        empty_process() as baseline,
+    ):
+        async with clusters(dispatcher.address, args.clusters, errors):
+            for r in range(args.rounds):
+                await drive(baseline, args, empty, args.callers, f"empty-{r}", routed=False)
+                with profiling(args, dispatcher.proc.pid):
+                    await drive(dispatcher, args, route, args.callers, f"route-{r}", routed=True)
+            await drive(dispatcher, args, light, args.p99_callers, "light", routed=True)
+        for server, name in ((dispatcher, "dispatcher"), (baseline, "empty")):
+            if server.proc.poll() is not None:
+                errors.append(f"{name} server exited early ({server.proc.returncode})")
+    for name, phase in (("route", route), ("empty", empty), ("light", light)):
+        errors += [f"{name}: {sample}" for sample in phase.error_samples]
+    engine = engine_measure(100, args.engine_seconds)
+    return {
+        "route_per_s": round(route.per_s, 1),
+        "empty_per_s": round(empty.per_s, 1),
+        "route_over_empty": round(route.per_s / empty.per_s, 3) if empty.per_s else 0.0,
+        "route_p99_ms": round(max(light.p99_ms, default=0.0), 3),
+        "route_p99_ms_saturated": round(max(route.p99_ms, default=0.0), 3),
+        "server_cpu_us_per_route": round(route.cpu_us_per_call, 1),
+        "empty_cpu_us_per_call": round(empty.cpu_us_per_call, 1),
+        "generator_cpu_us_per_route": round(route.generator_cpu_s / route.routes * 1e6, 1)
+        if route.routes
+        else 0.0,
+        "engine_per_s": round(engine, 1),
+        "routes": route.routes,
+        "empty_calls": empty.routes,
+        "light_routes": light.routes,
+        "light_per_s": round(light.per_s, 1),
+        "errors": route.errors + empty.errors + light.errors + len(errors),
+        "error_samples": errors[:10],
+        "settings": {
+            "seconds": args.seconds,
+            "rounds": args.rounds,
+            "callers": args.callers,
+            "channels": args.channels,
+            "clusters": args.clusters,
+            "p99_callers": args.p99_callers,
+            "cpus": psutil.cpu_count(),
+            "load_avg_1m": round(psutil.getloadavg()[0], 2),
+        },
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.route")
+    parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per phase")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--rounds", type=int, default=2, help="empty/route phase pairs")
+    parser.add_argument("--callers", type=int, default=64)
+    parser.add_argument("--channels", type=int, default=4)
+    parser.add_argument("--clusters", type=int, default=4)
+    parser.add_argument("--p99-callers", type=int, default=4)
+    parser.add_argument("--engine-seconds", type=float, default=2.0)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument(
+        "--database-url",
+        help="durable ledger (default: SQLite in a temp dir, migrated on start; "
+        "PostgreSQL needs `dispatcher migrate` first)",
+    )
+    parser.add_argument("--profile", choices=("none", "py-spy", "cprofile"), default="none")
+    parser.add_argument("--profile-out", type=Path, default=Path("route-profile.txt"))
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--check", action="store_true", help="exit 1 on any error")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = asyncio.run(run(args))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            print(f"{key:28s} {value}")
+    return 1 if args.check and result["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

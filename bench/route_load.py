@@ -1,0 +1,146 @@
+"""Load generator of ``bench.route``: many concurrent Route callers on a few channels.
+
+    python -m bench.route_load --target HOST:PORT [--callers 64] [--channels 4]
+        [--warmup 1] [--seconds 5] [--prefix run1] [--expect-routed] [--no-release]
+
+Each caller loops: ``Route`` (a fresh request id), then ``Release`` of the reservation it got,
+so quota pools never fill. Only Route latency is timed. Output, one JSON object a line on
+stdout: ``{"event": "measuring"}`` when the timed window starts, ``{"event": "measured"}``
+when it ends (the parent samples server CPU at both), then the result::
+
+    {"event": "result", "routes": N, "seconds": S, "errors": E, "error_samples": [...],
+     "p50_ms": x, "p99_ms": y, "cpu_s": generator CPU in the window}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import psutil
+
+from dispatcher.v1 import common_pb2, routing_pb2, routing_pb2_grpc
+
+ROUTED = routing_pb2.ROUTE_OUTCOME_ROUTED
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.measuring = False
+        self.routes = 0
+        self.latencies: list[float] = []
+        self.errors: Counter[str] = Counter()
+
+    def error(self, what: str) -> None:
+        self.errors[what[:200]] += 1
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+async def caller(
+    stub: Any,  # RoutingServiceStub; the generated stubs are typed as if synchronous
+    index: int,
+    args: argparse.Namespace,
+    tally: Tally,
+    stop: asyncio.Event,
+) -> None:
+    estimate = common_pb2.TokenEstimate(input_tokens=100, max_output_tokens=100)
+    n = 0
+    while not stop.is_set():
+        n += 1
+        request = routing_pb2.RouteRequest(
+            request_id=f"{args.prefix}-{index}-{n}",
+            route="chat-default",
+            agent="auditor",
+            estimate=estimate,
+        )
+        began = time.perf_counter()
+        try:
+            decision = await stub.Route(request)
+        except grpc.aio.AioRpcError as exc:
+            tally.error(f"Route {exc.code().name}: {exc.details()}")
+            continue
+        took = time.perf_counter() - began
+        if tally.measuring:
+            tally.routes += 1
+            tally.latencies.append(took)
+        if args.expect_routed and decision.outcome != ROUTED:
+            tally.error(f"Route outcome {decision.outcome} reason {decision.reason!r}")
+        if args.release and decision.reservation_id:
+            try:
+                await stub.Release(
+                    routing_pb2.ReleaseRequest(reservation_id=decision.reservation_id)
+                )
+            except grpc.aio.AioRpcError as exc:
+                tally.error(f"Release {exc.code().name}: {exc.details()}")
+
+
+async def run(args: argparse.Namespace) -> None:
+    channels = [grpc.aio.insecure_channel(args.target) for _ in range(args.channels)]
+    for channel in channels:
+        await asyncio.wait_for(channel.channel_ready(), 10.0)
+    stubs: list[Any] = [routing_pb2_grpc.RoutingServiceStub(c) for c in channels]
+    tally, stop = Tally(), asyncio.Event()
+    tasks = [
+        asyncio.create_task(caller(stubs[i % len(stubs)], i, args, tally, stop))
+        for i in range(args.callers)
+    ]
+    me = psutil.Process()
+    await asyncio.sleep(args.warmup)  # the load runs; this process only waits meanwhile
+    cpu0, began = me.cpu_times(), time.perf_counter()
+    tally.measuring = True
+    emit(event="measuring")
+    await asyncio.sleep(args.seconds)
+    tally.measuring = False
+    elapsed, cpu1 = time.perf_counter() - began, me.cpu_times()
+    emit(event="measured")
+    stop.set()
+    await asyncio.gather(*tasks)
+    for channel in channels:
+        await channel.close()
+    emit(
+        event="result",
+        routes=tally.routes,
+        seconds=elapsed,
+        errors=sum(tally.errors.values()),
+        error_samples=[f"{n} x {what}" for what, n in tally.errors.most_common(5)],
+        p50_ms=percentile(tally.latencies, 0.50) * 1000,
+        p99_ms=percentile(tally.latencies, 0.99) * 1000,
+        cpu_s=(cpu1.user + cpu1.system) - (cpu0.user + cpu0.system),
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.route_load")
+    parser.add_argument("--target", required=True)
+    parser.add_argument("--callers", type=int, default=64)
+    parser.add_argument("--channels", type=int, default=4)
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--prefix", default="bench")
+    parser.add_argument("--expect-routed", action="store_true")
+    parser.add_argument("--no-release", dest="release", action="store_false")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    asyncio.run(run(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    main()
