@@ -152,7 +152,9 @@ class Runtime:
         backends = await open_backends(hot.url, config.durable.database_url, hot.connect_timeout)
         try:
             await ensure_schema(config.durable.database_url)
-            ledger = await open_ledger(hot.url, ledger_pools(config.pools))
+            ledger = await open_ledger(
+                hot.url, ledger_pools(config.pools), timeout_s=hot.call_timeout
+            )
         except BaseException:
             await backends.aclose()
             raise

@@ -114,7 +114,7 @@ def test_no_file_and_no_environment_gives_the_embedded_defaults() -> None:
     assert (config.server.log_format, config.server.log_level) == ("console", "info")
     assert config.server.metrics_listen is None
     assert config.hot_store.url == "memory://"
-    assert (config.hot_store.call_timeout, config.hot_store.connect_timeout) == (0.05, 3.0)
+    assert (config.hot_store.call_timeout, config.hot_store.connect_timeout) == (0.25, 3.0)
     assert config.durable.database_url == "sqlite+aiosqlite:///var/dispatcher.sqlite3"
     assert (config.pools, config.routes, config.backends, config.clusters) == ((), {}, {}, ())
     assert config.routing.policy == "p2c"

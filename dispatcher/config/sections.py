@@ -62,7 +62,10 @@ class HotStoreConfig(Section):
     """Where shared live state is kept: ``memory://`` (single process) or Redis."""
 
     url: HotStoreUrl = "memory://"
-    call_timeout: Duration = Field(default=0.05, gt=0)
+    # Per ledger call (and per wait for a free connection); past it the pool's failure mode
+    # applies. 250 ms by default: the Python client alone takes tens of ms under load on
+    # small machines, and a deadline below that trips the failover breaker on mere bursts.
+    call_timeout: Duration = Field(default=0.25, gt=0)
     connect_timeout: Duration = Field(default=3.0, gt=0)
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:

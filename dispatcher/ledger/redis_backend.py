@@ -139,6 +139,11 @@ class RedisLedger:
             raise
         return ledger
 
+    @property
+    def call_timeout(self) -> float:
+        """Seconds a call may wait for its turn (and, via the client, for Redis)."""
+        return self._wait_s
+
     async def seed_pools(self) -> None:
         """Create configured pools Redis does not hold yet; register the journal streams."""
         async with self._redis():

@@ -9,6 +9,8 @@ import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from dispatcher.errors import FailedPrecondition
+from dispatcher.ledger.fallback import FailoverLedger
+from dispatcher.ledger.redis_backend import RedisLedger
 from dispatcher.rpc.health_client import check_health
 from dispatcher.server import SERVICE_NAMES, DispatcherServer
 from dispatcher.v1 import admin_pb2, admin_pb2_grpc
@@ -112,6 +114,24 @@ async def test_serves_on_real_redis_and_postgres(
     try:
         async with grpc.aio.insecure_channel(server.address) as chan:
             assert await check_health(chan, "") == "SERVING"
+    finally:
+        await server.stop(grace=0)
+
+
+@pytest.mark.redis
+async def test_the_configured_call_timeout_bounds_every_ledger_call(
+    tmp_path: Path, redis_db: str
+) -> None:
+    config = embedded_config(
+        tmp_path, **{"hot_store.url": redis_db, "hot_store.call_timeout": "123ms"}
+    )
+    server = DispatcherServer(config)
+    await server.start()
+    try:
+        ledger = server.runtime.ledger
+        assert isinstance(ledger, FailoverLedger)
+        assert isinstance(ledger.primary, RedisLedger)
+        assert ledger.primary.call_timeout == pytest.approx(0.123)
     finally:
         await server.stop(grace=0)
 
