@@ -275,14 +275,16 @@ async def run_redis(args: argparse.Namespace) -> dict[str, Any]:
         await drain.aclose()
         await client.aclose()
         audit = await read_audit(server.url, streams)
-    origins = {a.event.event_id: a.origin for a in audit if a.origin is not None}
+    # SQL names a replayed entry by its origin (one row however often it was copied), every
+    # other entry by "<family>/<entry id>" (see dispatcher.ledger.sql.redis_source).
+    replayed = {a.origin for a in audit if a.origin is not None}
     journal = [(a.event.kind.value, a.event.reservation_id, a.event.data, a.origin) for a in audit]
-    rows = rows_from_sql(sql, origins)
+    rows = rows_from_sql(sql, replayed)
     victim_index = args.replicas - 1 if args.kill_replica else None
     matched = match(_reported(reports, swept), journal, victim_index)
     result = summarise(args, reports, rows, len(sql), matched, (begin, end))
     sql_ids = {str(r["event_id"]) for r in sql}
-    redis_ids = {a.event.event_id for a in audit}
+    redis_ids = {a.origin or a.event.event_id for a in audit}
     result.update(
         journal_events_in_redis=len(audit),
         journal_events_missing_in_sql=len(redis_ids - sql_ids),
@@ -443,8 +445,9 @@ def expectations(args: argparse.Namespace, result: dict[str, Any]) -> dict[str, 
     )  # fmt: skip
     checks["journal_events_lost"] = (result["journal_events_lost"], "== 0",
                                      result["journal_events_lost"] == 0)  # fmt: skip
-    checks["journal_events_duplicated"] = (result["journal_events_duplicated"], "== 0",
-                                           result["journal_events_duplicated"] == 0)  # fmt: skip
+    # journal_events_duplicated is not a fault: it counts outage-journal entries copied into
+    # Redis twice (the copy is at-least-once); SQL keys them by origin and stores each once,
+    # which the in_sql check above would catch if it did not.
     checks["calls_past_deadline"] = (result["calls_past_deadline"], "== 0",
                                      result["calls_past_deadline"] == 0)  # fmt: skip
     if args.redis_outage:

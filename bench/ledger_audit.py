@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -53,19 +53,15 @@ class Row:
     path: str = "healthy"
 
 
-def rows_from_sql(records: Iterable[Mapping[str, Any]], origins: Mapping[str, str]) -> list[Row]:
-    """SQL's events in time order; a local event replayed into Redis twice counts once here
-    (the duplicate is a journal fault, reported by :func:`match`, not a second admission)."""
-    rows, seen = [], set()
-    for r in sorted(records, key=lambda r: str(r["event_id"])):
-        origin = origins.get(r["event_id"])
-        if origin is not None:
-            if origin in seen:
-                continue
-            seen.add(origin)
+def rows_from_sql(records: Iterable[Mapping[str, Any]], replayed: Collection[str]) -> list[Row]:
+    """SQL's events in time order. ``replayed``: the ids of events a replica decided locally
+    during an outage and copied into Redis after it (SQL keys them by that local id, so a
+    copy made twice is one row); they are the degraded path."""
+    rows = []
+    for r in records:
         at = r["at"]
         at = at.timestamp() if isinstance(at, datetime) else float(at)
-        path = "degraded" if r["event_id"] in origins else "healthy"
+        path = "degraded" if r["event_id"] in replayed else "healthy"
         rows.append(Row(r["event_id"], r["kind"], at, r["reservation_id"], r["data"], path))
     rows.sort(key=lambda row: (row.at, row.event_id))
     return rows

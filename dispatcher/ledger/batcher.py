@@ -33,7 +33,10 @@ class Batcher(Generic[In, Out]):
         self._queue: deque[tuple[In, asyncio.Future[Out]]] = deque()
         self._drains: set[asyncio.Task[None]] = set()
 
-    async def submit(self, item: In) -> Out:
+    async def submit(self, item: In, timeout: float | None = None) -> Out:
+        """The item's result; TimeoutError after ``timeout`` seconds, queueing included. An
+        item given up before its batch is sent is never sent; one already on the wire may
+        still take effect (the caller cannot know, as with any timed-out call)."""
         future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if len(self._drains) < self._max_inflight:
@@ -41,12 +44,15 @@ class Batcher(Generic[In, Out]):
             task = asyncio.create_task(self._drain())
             self._drains.add(task)
             task.add_done_callback(self._drains.discard)
-        return await future
+        return await asyncio.wait_for(future, timeout)
 
     async def _drain(self) -> None:
         while self._queue:
             size = min(len(self._queue), self._max_batch)
             batch = [self._queue.popleft() for _ in range(size)]
+            batch = [(item, future) for item, future in batch if not future.done()]
+            if not batch:
+                continue  # every caller of this batch gave up while it queued
             try:
                 results = await self._run([item for item, _ in batch])
             except Exception as exc:

@@ -167,16 +167,19 @@ class RedisLedger:
 
     @asynccontextmanager
     async def _redis(self) -> AsyncIterator[None]:
-        """Wait for a turn (see ``max_calls``); Redis failures leave only as
-        BackendUnavailable."""
+        """Wait for a turn (see ``max_calls``), then run the body; both within one
+        ``call_timeout`` in all, so a call never outlives its deadline however long it queued.
+        Redis failures (and the deadline) leave only as BackendUnavailable."""
+        deadline = asyncio.get_running_loop().time() + self._wait_s
         try:
-            async with asyncio.timeout(self._wait_s):
+            async with asyncio.timeout_at(deadline):
                 await self._gate.acquire()
         except TimeoutError:
             raise BackendUnavailable("redis", f"no free connection in {self._wait_s}s") from None
         try:
-            yield
-        except REDIS_ERRORS as exc:  # (builtin TimeoutError is an OSError)
+            async with asyncio.timeout_at(deadline):
+                yield
+        except REDIS_ERRORS as exc:  # (builtin TimeoutError, the deadline's, is an OSError)
             raise BackendUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
         finally:
             self._gate.release()
@@ -200,7 +203,11 @@ class RedisLedger:
 
     async def reserve(self, request: ReserveRequest) -> Reservation | Denial:
         family, _ = plan(request, self._specs)
-        return await self._batchers[family].submit(request)
+        try:
+            # One deadline for queueing behind earlier batches and for this batch's call.
+            return await self._batchers[family].submit(request, timeout=self._wait_s)
+        except TimeoutError:
+            raise BackendUnavailable("redis", f"reserve: no answer in {self._wait_s}s") from None
 
     async def _reserve_batch(
         self, family: str, requests: Sequence[ReserveRequest]

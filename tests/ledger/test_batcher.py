@@ -1,0 +1,58 @@
+"""The batcher alone (pure asyncio, no Redis): coalescing, order, failures and deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from dispatcher.ledger.batcher import Batcher
+
+
+class Recorder:
+    """A ``run`` that records each batch and waits for ``release`` before answering."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.release = asyncio.Event()
+
+    async def run(self, items: Sequence[int]) -> list[int]:
+        self.batches.append(list(items))
+        await self.release.wait()
+        return [item * 10 for item in items]
+
+
+async def test_concurrent_submits_share_batches_and_get_their_own_results() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder.run, max_batch=128, max_inflight=1)
+    calls = [asyncio.create_task(batcher.submit(i)) for i in range(5)]
+    await asyncio.sleep(0)  # let the drain task start: every submit so far joins one batch
+    recorder.release.set()
+    assert await asyncio.gather(*calls) == [0, 10, 20, 30, 40]
+    assert recorder.batches == [[0, 1, 2, 3, 4]]
+
+
+async def test_a_failed_batch_fails_each_of_its_callers() -> None:
+    async def broken(items: Sequence[int]) -> list[int]:
+        raise ConnectionError("down")
+
+    batcher: Batcher[int, int] = Batcher(broken)
+    results = await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+
+
+async def test_a_caller_past_its_deadline_gets_timeout_and_its_item_is_never_sent() -> None:
+    """Queued behind a batch that does not answer, the caller gives up at its deadline
+    (queueing included); its item is dropped instead of being sent later."""
+    recorder = Recorder()
+    batcher = Batcher(recorder.run, max_inflight=1)
+    first = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the first batch is on the wire, waiting for ``release``
+    with pytest.raises(TimeoutError):
+        await batcher.submit(2, timeout=0.01)
+    recorder.release.set()
+    assert await first == 10
+    await batcher.aclose()
+    assert recorder.batches == [[1]]
