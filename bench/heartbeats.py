@@ -45,6 +45,7 @@ from typing import Any
 import psutil
 
 from bench.heartbeats_load import raise_fd_limit
+from bench.output import emit
 
 STREAMS_PER_GENERATOR = 2500
 MAX_GENERATORS = 4
@@ -316,11 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = asyncio.run(run(args))
     problems = failures(args, result)
     result["problems"] = problems
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for key, value in result.items():
-            print(f"{key:>28}: {value}")
+    emit(result, as_json=args.json)
     return 1 if args.check and problems else 0
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import random
 import sys
 import time
@@ -41,6 +40,7 @@ from typing import Any
 
 import grpc
 
+from bench.output import emit
 from dispatcher.client import DispatcherClient, RetryPolicy
 from dispatcher.relay.memory import MemoryResultStore
 from dispatcher.relay.model import RelaySettings, ResultStore
@@ -279,11 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = asyncio.run(run(args))
     problems = failures(args, result)
     result["problems"] = problems
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for key, value in result.items():
-            print(f"{key:>24}: {value}")
+    emit(result, as_json=args.json)
     return 1 if args.check and problems else 0
 
 

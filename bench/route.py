@@ -50,6 +50,7 @@ import psutil
 import redis
 
 from bench.engine_speed import measure as engine_measure
+from bench.output import emit
 from dispatcher.v1 import agent_pb2, agent_pb2_grpc, common_pb2, routing_pb2, routing_pb2_grpc
 
 START_TIMEOUT_S = 30.0
@@ -400,11 +401,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     result = asyncio.run(run(args))
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        for key, value in result.items():
-            print(f"{key:28s} {value}")
+    emit(result, as_json=args.json)
     return 1 if args.check and result["errors"] else 0
 
 
