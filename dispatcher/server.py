@@ -27,6 +27,7 @@ from dispatcher.rpc.agent_service import AgentServicer
 from dispatcher.rpc.auth import OperatorAuth, Role
 from dispatcher.rpc.result_service import ResultServicer
 from dispatcher.rpc.routing_service import RoutingServicer
+from dispatcher.rpc.tls import server_credentials
 from dispatcher.runtime import Runtime
 from dispatcher.v1 import (
     admin_pb2,
@@ -109,8 +110,14 @@ class DispatcherServer:
                 raise OSError(f"cannot serve metrics on {metrics_listen}: {exc}") from exc
         server = grpc.aio.server(options=GRPC_OPTIONS)
         self._register(server, runtime)
+        tls = self.config.tls
         try:
-            self.port = server.add_insecure_port(self.config.server.listen)
+            if tls.enabled:
+                self.port = server.add_secure_port(
+                    self.config.server.listen, server_credentials(tls)
+                )
+            else:
+                self.port = server.add_insecure_port(self.config.server.listen)
         except RuntimeError as exc:
             await runtime.aclose()
             self._runtime = None
@@ -135,6 +142,7 @@ class DispatcherServer:
         self._agents = AgentServicer(
             runtime.registry,
             tokens=agent_tokens(self.config) or None,
+            client_certificates=self.config.tls.client_ca_file is not None,
             hub=runtime.hub,
             on_usage=runtime.apply_usage,
             on_observations=runtime.apply_observations,

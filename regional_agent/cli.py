@@ -1,7 +1,7 @@
 """``regional-agent``: the process that runs beside each cluster's workers.
 
     regional-agent run --config FILE
-    regional-agent check [--dispatcher HOST:PORT]
+    regional-agent check [--dispatcher HOST:PORT | --config FILE]
     regional-agent simulate-workers [--api HOST:PORT] [--rate N] [--duration S] ...
 
 ``run`` keeps the cluster's heartbeat stream to the dispatcher and serves the local worker
@@ -27,7 +27,8 @@ import grpc
 from dispatcher.errors import ConfigError
 from dispatcher.logs import LogFormat, configure_logging
 from dispatcher.rpc.health_client import check_health
-from regional_agent.config import load_agent_config
+from regional_agent.channel import open_channel
+from regional_agent.config import AgentTls, load_agent_config
 from regional_agent.runner import serve_until_signalled
 from regional_agent.sdk import DEFAULT_ADDRESS
 from regional_agent.simulate import DEFAULT_POOLS, SimulationSettings, comma_list, simulate
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="dispatcher address (env REGIONAL_AGENT_DISPATCHER)",
     )
     check.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
+    check.add_argument(
+        "--config", metavar="FILE", help="take the dispatcher address and TLS from this file"
+    )
     run = commands.add_parser("run", help="report to the dispatcher until SIGTERM")
     run.add_argument(
         "--config",
@@ -115,8 +119,8 @@ def simulate_workers(args: argparse.Namespace) -> int:
     return 1 if summary.api_errors else 0
 
 
-async def dispatcher_serving(address: str, timeout: float) -> bool:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def dispatcher_serving(address: str, timeout: float, tls: AgentTls | None = None) -> bool:
+    async with open_channel(address, tls) as channel:
         try:
             status = await check_health(channel, "", timeout)
         except grpc.aio.AioRpcError as exc:
@@ -142,6 +146,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args.config, args.log_format)
     if args.command == "simulate-workers":
         return simulate_workers(args)
-    serving = asyncio.run(dispatcher_serving(args.dispatcher, args.timeout))
-    print(f"{PROGRAM}: dispatcher at {args.dispatcher}: {'SERVING' if serving else 'NOT SERVING'}")
+    address, tls = args.dispatcher, None
+    if args.config:
+        try:
+            config = load_agent_config(args.config)
+        except ConfigError as exc:
+            print(f"{PROGRAM}: error: {exc}", file=sys.stderr)
+            return 2
+        address, tls = config.dispatcher, config.tls
+    serving = asyncio.run(dispatcher_serving(address, args.timeout, tls))
+    print(f"{PROGRAM}: dispatcher at {address}: {'SERVING' if serving else 'NOT SERVING'}")
     return 0 if serving else 1

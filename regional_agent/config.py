@@ -10,6 +10,10 @@
     pool_ids: [azure-openai/westeurope/gpt-4o]
     dispatcher: dispatcher.internal:50051
     token: ...                              # bearer token; omit when auth is off
+    tls:                                    # omit for plaintext
+      ca_file: /etc/agent/dispatcher-ca.crt # verifies the dispatcher (system roots if omitted)
+      cert_file: /etc/agent/client.crt      # mutual TLS: common name = cluster_id
+      key_file: /etc/agent/client.key
     interval: 5s
     outbox: /var/lib/regional-agent/outbox.sqlite3
     local_api: 127.0.0.1:8787               # loopback only: workers on this host
@@ -22,7 +26,16 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from dispatcher.config.loading import dotted, read_config_file
 from dispatcher.config.values import Count, Duration, HostPort, split_host_port
@@ -30,6 +43,22 @@ from dispatcher.errors import ConfigError
 from dispatcher.fleet.model import Lane
 
 Id = str
+
+
+class AgentTls(BaseModel):
+    """TLS to the dispatcher; a client certificate (``cert_file`` + ``key_file``) for mTLS."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca_file: FilePath | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> AgentTls:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
 
 
 class AgentConfig(BaseModel):
@@ -48,6 +77,7 @@ class AgentConfig(BaseModel):
     pool_ids: tuple[Id, ...] = ()
     dispatcher: HostPort = "127.0.0.1:50051"
     token: SecretStr | None = None
+    tls: AgentTls | None = None
     interval: Duration = Field(default=5.0, gt=0)
     #: Tasks running longer than this count as slow calls for the breaker.
     slow_call: Duration = Field(default=60.0, gt=0)

@@ -23,6 +23,7 @@ import grpc
 
 from dispatcher.logs import get_logger
 from dispatcher.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from regional_agent.channel import open_channel
 from regional_agent.collectors import HostCollector
 from regional_agent.config import AgentConfig
 from regional_agent.outbox import Outbox
@@ -89,7 +90,7 @@ class AgentLoop:
         self._seq, self._sent, self._riding = 0, {}, set()
         self._acked.clear()
         got_ack = False
-        async with grpc.aio.insecure_channel(self.config.dispatcher) as channel:
+        async with open_channel(self.config.dispatcher, self.config.tls) as channel:
             call = agent_pb2_grpc.AgentServiceStub(channel).Connect(metadata=self._metadata())
             reader = asyncio.create_task(self._read(call))
             stopper = asyncio.create_task(stop.wait())

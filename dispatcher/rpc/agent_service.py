@@ -41,6 +41,7 @@ from dispatcher.rpc.auth import bearer_token, token_digest
 from dispatcher.rpc.convert import ADMIN_FROM_PB, LANE_FROM_PB, OUTCOME_NAMES
 from dispatcher.rpc.handlers import Context, streaming
 from dispatcher.rpc.status import duration_from_seconds
+from dispatcher.rpc.tls import peer_common_name
 from dispatcher.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 
 log = get_logger(__name__)
@@ -64,13 +65,16 @@ class _Stream:
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    """Serves ``Connect``. ``tokens``: cluster id -> bearer token; None turns auth off."""
+    """Serves ``Connect``. ``tokens``: cluster id -> bearer token. ``client_certificates``:
+    mutual TLS is on, and a client certificate's common name is the cluster it may report
+    for. Neither: auth is off (the embedded default)."""
 
     def __init__(
         self,
         registry: ClusterRegistry,
         *,
         tokens: Mapping[str, str] | None = None,
+        client_certificates: bool = False,
         hub: DirectiveHub | None = None,
         on_usage: UsageHandler = durable_at_once,
         on_observations: ObservationHandler | None = None,
@@ -81,6 +85,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self._owners = (
             None if tokens is None else {token_digest(t): cid for cid, t in tokens.items()}
         )
+        self._client_certificates = client_certificates
         self._on_usage = on_usage
         self._on_observations = on_observations
 
@@ -106,6 +111,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             reader.cancel()
 
     def _authenticate(self, context: Context) -> str | None:
+        """The cluster this caller may report for; None when auth is off."""
+        if self._client_certificates:
+            # The TLS handshake already refused peers without a certificate from our CA.
+            owner = peer_common_name(context)
+            if owner:
+                return owner
+            raise Unauthenticated("the client certificate has no common name (the cluster id)")
         if self._owners is None:
             return None
         token = bearer_token(context)

@@ -45,6 +45,8 @@ def test_a_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
         ("local_api: 0.0.0.0:8787", "local_api", "loopback"),
         ("lanes: {huge: 1}", "lanes.huge", "invalid name"),
         ("colour: blue", "colour", "Extra inputs"),
+        ("tls: {cert_file: /etc/hostname}", "tls", "go together"),
+        ("tls: {ca_file: /nonexistent/ca.crt}", "tls.ca_file", "does not exist"),
     ],
 )
 def test_errors_name_file_field_and_reason(
