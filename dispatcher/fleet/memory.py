@@ -40,6 +40,8 @@ class _Entry:
     weight_percent: int | None = None
     counters: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     drain_reason: str | None = None
+    #: The last state built from this entry; dropped whenever the entry changes.
+    state: ClusterState | None = None
 
 
 class MemoryClusterRegistry:
@@ -94,7 +96,7 @@ class MemoryClusterRegistry:
         current: dict[str, tuple[int, int, int, int]],
         boot_changed: bool,
     ) -> ReportOutcome:
-        entry.last_seen = now
+        entry.last_seen, entry.state = now, None
         if report.info is not None:
             entry.info = report.info
         if report.load is not None:
@@ -125,8 +127,14 @@ class MemoryClusterRegistry:
         return [self._state(entry, now) for entry in self._entries.values()]
 
     def _state(self, entry: _Entry, now: float) -> ClusterState:
+        # Every replica re-reads the whole fleet on a timer; most clusters have not reported
+        # since, so their last state is handed out again (the same object) unless it aged
+        # into staleness.
+        live = now - entry.last_seen < self.settings.stale_after
+        if entry.state is not None and entry.state.live == live:
+            return entry.state
         reason = self._drains.get(entry.info.id)
-        return ClusterState(
+        entry.state = ClusterState(
             info=entry.info,
             load=entry.load,
             boot_id=entry.boot_id,
@@ -137,8 +145,9 @@ class MemoryClusterRegistry:
             drain_reason=reason or "",
             weight_percent=entry.weight_percent,
             last_seen=entry.last_seen,
-            live=now - entry.last_seen < self.settings.stale_after,
+            live=live,
         )
+        return entry.state
 
     async def set_drain(self, cluster_id: str, drain: bool, reason: str = "") -> ClusterState:
         if cluster_id not in self._entries:
@@ -147,6 +156,7 @@ class MemoryClusterRegistry:
             self._drains[cluster_id] = reason
         else:
             self._drains.pop(cluster_id, None)
+        self._entries[cluster_id].state = None
         return await self.get(cluster_id)
 
     async def forget(self, cluster_id: str) -> bool:

@@ -40,12 +40,28 @@ class FleetView:
         self._ready: dict[str, bool] = {}
         self._returned_at: dict[str, float] = {}
         self._counted: set[str] = set()
+        # Cluster id -> (the state it was built from, the candidate), for states the registry
+        # hands out again unchanged (the memory registry does): no rebuild per refresh.
+        self._built: dict[str, tuple[ClusterState, Candidate]] = {}
 
     def candidates(self, states: Iterable[ClusterState], now: float) -> list[Candidate]:
-        return [self._candidate(state, now) for state in states]
+        candidates = [self._candidate(state, now) for state in states]
+        if len(self._built) > len(candidates):  # clusters the registry forgot
+            present = {c.cluster_id for c in candidates}
+            self._built = {cid: b for cid, b in self._built.items() if cid in present}
+        return candidates
 
     def _candidate(self, state: ClusterState, now: float) -> Candidate:
         self._note_return(state, now)
+        factor = slow_start_factor(now, self._returned_at.get(state.id), SLOW_START_WINDOW_S)
+        built = self._built.get(state.id)
+        if built is not None and built[0] is state and built[1].slow_start_factor == factor:
+            return built[1]
+        candidate = self._build(state, factor)
+        self._built[state.id] = (state, candidate)
+        return candidate
+
+    def _build(self, state: ClusterState, slow_start: float) -> Candidate:
         info, load = state.info, state.load
         return Candidate(
             cluster_id=info.id,
@@ -65,9 +81,7 @@ class FleetView:
             backends=frozenset(info.backends),
             pool_ids=info.pool_ids,
             boot_id=state.boot_id,
-            slow_start_factor=slow_start_factor(
-                now, self._returned_at.get(info.id), SLOW_START_WINDOW_S
-            ),
+            slow_start_factor=slow_start,
         )
 
     def _note_return(self, state: ClusterState, now: float) -> None:
