@@ -46,7 +46,7 @@ def test_a_minimal_config_loads_with_defaults(tmp_path: Path) -> None:
         ("lanes: {huge: 1}", "lanes.huge", "invalid name"),
         ("colour: blue", "colour", "Extra inputs"),
         ("tls: {cert_file: /etc/hostname}", "tls", "go together"),
-        ("tls: {ca_file: /nonexistent/ca.crt}", "tls.ca_file", "does not exist"),
+        ("tls: {ca_file: /nonexistent/ca.crt}", "tls.ca_file", "does not point to a file"),
     ],
 )
 def test_errors_name_file_field_and_reason(
