@@ -153,7 +153,10 @@ class Runtime:
         try:
             await ensure_schema(config.durable.database_url)
             ledger = await open_ledger(
-                hot.url, ledger_pools(config.pools), timeout_s=hot.call_timeout
+                hot.url,
+                ledger_pools(config.pools),
+                replicas=hot.replicas,
+                timeout_s=hot.call_timeout,
             )
         except BaseException:
             await backends.aclose()

@@ -125,8 +125,14 @@ class DispatcherServer:
         await server.start()
         self._server = server
         if self.config.relay.gateway_with_server:
-            self.gateway = gateway_for(self.config, runtime.results)
-            await self.gateway.start()
+            gateway = gateway_for(self.config, runtime.results)
+            try:
+                await gateway.start()
+            except OSError as exc:  # e.g. its port is taken: stop what already runs
+                await self.stop(grace=0)
+                listen = self.config.relay.gateway_listen
+                raise OSError(f"cannot serve the gateway on {listen}: {exc}") from exc
+            self.gateway = gateway
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info(
             "serving",

@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     breakers.add_argument("--agent", default="", help="only this agent's versions")
     sessions = commands.add_parser("sessions", help="sticky sessions and their clusters")
     sessions.add_argument("--cluster", default="", help="only sessions pinned here")
-    sessions.add_argument("--limit", type=int, default=100, help="at most this many (<= 1000)")
+    sessions.add_argument(
+        "--limit", type=session_limit, default=100, help="at most this many (1..1000)"
+    )
     for name in ("drain", "undrain"):
         sub = commands.add_parser(name, help=f"{name} a cluster")
         sub.add_argument("cluster")
@@ -84,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--input-tokens", type=int, default=0)
     explain.add_argument("--max-output-tokens", type=int, default=0)
     return parser
+
+
+def session_limit(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("must be 1..1000")
+    return value
 
 
 def parse_limits(items: Sequence[str]) -> dict[str, float]:

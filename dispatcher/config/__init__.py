@@ -24,6 +24,7 @@ environment variable           sets                      example
 ``DISPATCHER_LOG_LEVEL``       ``server.log_level``      ``debug``
 ``DISPATCHER_METRICS_LISTEN``  ``server.metrics_listen`` ``0.0.0.0:9100``
 ``DISPATCHER_GATEWAY_LISTEN``  ``relay.gateway_listen``  ``0.0.0.0:8081``
+``DISPATCHER_REPLICAS``        ``hot_store.replicas``    ``3``
 =============================  ========================  =====================================
 
 An empty variable counts as unset. Durations are ``250ms``, ``30s``, ``5m``, ``1h`` or plain

@@ -32,6 +32,7 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = {
     "DISPATCHER_LOG_LEVEL": "server.log_level",
     "DISPATCHER_METRICS_LISTEN": "server.metrics_listen",
     "DISPATCHER_GATEWAY_LISTEN": "relay.gateway_listen",
+    "DISPATCHER_REPLICAS": "hot_store.replicas",
 }
 
 ENVIRONMENT = "environment"

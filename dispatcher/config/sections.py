@@ -66,6 +66,10 @@ class HotStoreConfig(Section):
     # applies. 250 ms by default: the Python client alone takes tens of ms under load on
     # small machines, and a deadline below that trips the failover breaker on mere bursts.
     call_timeout: Duration = Field(default=0.25, gt=0)
+    # Dispatcher replicas sharing this hot store. While Redis is unreachable each admits
+    # capacity * static_share / replicas from a local bucket, so together they stay within
+    # the share; set it to the deployment's replica count (more is safe, fewer over-admits).
+    replicas: Count = Field(default=1, ge=1)
     connect_timeout: Duration = Field(default=3.0, gt=0)
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:

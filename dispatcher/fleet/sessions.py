@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from dispatcher.errors import BackendUnavailable
+from dispatcher.redis_client import REDIS_ERRORS
 
 DEFAULT_TTL_S = 24 * 3600.0
 
@@ -156,12 +157,21 @@ class RedisSessionStore:
     ) -> list[SessionRecord]:
         try:
             keys = await self._session_keys(cluster_id, limit)
-            raws = await self.client.mget([self._key(k) for k in keys]) if keys else []
-        except (RedisError, OSError) as exc:
+            raws = await self._get_each([self._key(k) for k in keys])
+        except REDIS_ERRORS as exc:
             raise BackendUnavailable("redis", f"session list: {exc}") from exc
         records = [SessionRecord(**json.loads(raw)) for raw in raws if raw]
         # A member whose record expired, or that moved, is not listed under this cluster.
         return [r for r in records if cluster_id is None or r.cluster_id == cluster_id][:limit]
+
+    async def _get_each(self, keys: list[str]) -> list[str | bytes | None]:
+        """GET of each key in one pipeline: an MGET may not span Redis Cluster slots."""
+        if not keys:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+            return list(await pipe.execute())
 
     async def _session_keys(self, cluster_id: str | None, limit: int) -> list[str]:
         if cluster_id is not None:

@@ -99,6 +99,7 @@ class FailoverLedger:
     ) -> None:
         if replicas < 1:
             raise InvalidArgument("replicas", "must be >= 1")
+        self.replicas = replicas
         self.primary = primary
         self._specs = {p.id: p for p in pools}
         self.local = MemoryLedger(
@@ -139,8 +140,9 @@ class FailoverLedger:
                 await self.primary.append_journal(events)
                 await self.local.journal.ack([e.event_id for e in events])
         except BackendUnavailable as exc:
-            self._down_until = self._clock() + self._cooldown_s
-            log.warning("outage journal replay failed; retrying after the cooldown", error=str(exc))
+            # Not the breaker's business: callers' own calls decide whether Redis is down
+            # (a replay timing out behind a burst of them must not send the replica local).
+            log.warning("outage journal replay failed; the next success retries", error=str(exc))
 
     async def replayed(self) -> None:
         """Wait for the replay in progress, if any (tests; shutdown)."""

@@ -148,7 +148,10 @@ class RedisLedger:
         """Create configured pools Redis does not hold yet; register the journal streams."""
         async with self._redis():
             await self._client.sadd(self._keys.streams, self._keys.journal(EVENTS_FAMILY))
-            for family, pids in self._families.items():
+        for family, pids in self._families.items():
+            # One deadline per family, not one for all: a config with many families must
+            # not fail its start on a Redis a few milliseconds away.
+            async with self._redis():
                 await self._client.sadd(self._keys.streams, self._keys.journal(family))
                 specs = [self._spec_json(self._specs[p]) for p in pids]
                 keys = [self._keys.pool(family, p) for p in pids]

@@ -74,11 +74,12 @@ BREAKER_TO_PB = {
 
 
 def breaker_pb(breaker: CircuitBreaker, now: float) -> admin_pb2.BreakerStatus:
+    state = breaker.state(now)  # first: moving to HALF_OPEN resets the window
     failure_rate, slow_rate = breaker.rates()
     spec = breaker.spec
     status = admin_pb2.BreakerStatus(
         agent_version=breaker.key,
-        state=BREAKER_TO_PB[breaker.state(now)],
+        state=BREAKER_TO_PB[state],
         failure_rate=failure_rate,
         slow_call_rate=slow_rate,
         calls=breaker.calls,

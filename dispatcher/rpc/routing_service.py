@@ -55,7 +55,9 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         before = await self.ledger.get(reservation_id)
         after = await self.ledger.release(reservation_id)
         given_back = before.state is ReservationState.RESERVED
+        # ``replayed``: another Release got there first (concurrently or before).
         released_now = given_back and after.state is ReservationState.RELEASED
+        released_now = released_now and not after.replayed
         if released_now:
             self.router.released(after)
         refunded = before.cost if released_now else {}

@@ -8,14 +8,25 @@ import pytest
 import redis.asyncio as aioredis
 
 from dispatcher.fleet.sessions import MemorySessionStore, RedisSessionStore, SessionStore
+from dispatcher.redis_client import client_from_url
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(
+    params=[
+        "memory",
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("redis-cluster", marks=pytest.mark.redis_cluster),
+    ]
+)
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[SessionStore]:
     if request.param == "memory":
         yield MemorySessionStore()
         return
-    client = aioredis.Redis.from_url(request.getfixturevalue("redis_db"))
+    if request.param == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster_db")
+        client = client_from_url(url, timeout_s=5.0, max_connections=16)
+    else:
+        client = aioredis.Redis.from_url(request.getfixturevalue("redis_db"))
     try:
         yield RedisSessionStore(client)
     finally:

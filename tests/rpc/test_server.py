@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import grpc
@@ -119,11 +120,12 @@ async def test_serves_on_real_redis_and_postgres(
 
 
 @pytest.mark.redis
-async def test_the_configured_call_timeout_bounds_every_ledger_call(
+async def test_the_configured_call_timeout_and_replica_count_reach_the_ledger(
     tmp_path: Path, redis_db: str
 ) -> None:
     config = embedded_config(
-        tmp_path, **{"hot_store.url": redis_db, "hot_store.call_timeout": "123ms"}
+        tmp_path,
+        **{"hot_store.url": redis_db, "hot_store.call_timeout": "123ms", "hot_store.replicas": 4},
     )
     server = DispatcherServer(config)
     await server.start()
@@ -132,8 +134,27 @@ async def test_the_configured_call_timeout_bounds_every_ledger_call(
         assert isinstance(ledger, FailoverLedger)
         assert isinstance(ledger.primary, RedisLedger)
         assert ledger.primary.call_timeout == pytest.approx(0.123)
+        assert ledger.replicas == 4
     finally:
         await server.stop(grace=0)
+
+
+async def test_a_gateway_port_in_use_fails_the_start_and_stops_everything(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = embedded_config(
+            tmp_path,
+            **{"relay.gateway_with_server": True, "relay.gateway_listen": f"127.0.0.1:{port}"},
+        )
+        server = DispatcherServer(config)
+        with pytest.raises(OSError, match="cannot serve the gateway"):
+            await server.start()
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = server.runtime  # closed, not leaked
 
 
 @pytest.mark.postgres

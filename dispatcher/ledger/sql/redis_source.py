@@ -62,11 +62,15 @@ def stream_key(family: str) -> str:
     return f"dsp:{{{family}}}:journal"
 
 
-def _located(event_id: str) -> tuple[str, str]:
-    """(stream key, entry id) of a ``"<family>/<entry id>"`` event id."""
+def _location_of(event_id: str) -> list[tuple[str, str]]:
+    """[(stream key, entry id)] of a ``"<family>/<ms>-<seq>"`` event id; [] for any other
+    (an origin id names no stream)."""
     # rpartition: a family may contain "/" ("azure/gpt-4o"); an entry id never does.
     family, _, entry_id = event_id.rpartition("/")
-    return stream_key(family), entry_id
+    ms, dash, seq = entry_id.partition("-")
+    if not family or not dash or not (ms.isdigit() and seq.isdigit()):
+        return []
+    return [(stream_key(family), entry_id)]
 
 
 def family_of(key: str) -> str:
@@ -151,13 +155,19 @@ class RedisJournalSource:
     async def ack(self, event_ids: Sequence[str]) -> None:
         by_key: dict[str, list[str]] = defaultdict(list)
         for event_id in event_ids:
-            for key, entry_id in self._entries.pop(event_id, None) or [_located(event_id)]:
+            # Unknown here (read by an earlier incarnation): a stream entry's id says where
+            # it is; a replayed event's origin id does not, and is acked when read again.
+            located = self._entries.get(event_id) or _location_of(event_id)
+            for key, entry_id in located:
                 by_key[key].append(entry_id)
         async with redis_errors("ack journal"):
             async with self.client.pipeline(transaction=False) as pipe:
                 for key, ids in by_key.items():
                     pipe.xack(key, self.group, *ids)
                 await pipe.execute()
+            # Forgotten only once acked: a failed ack is retried with the same ids.
+            for event_id in event_ids:
+                self._entries.pop(event_id, None)
             self._outstanding.difference_update(event_ids)
             for key in by_key:
                 await self._maybe_trim(key)
@@ -174,6 +184,8 @@ class RedisJournalSource:
     async def trim(self, key: str) -> None:
         """Drop entries of ``key`` that every consumer group has acked."""
         floor: tuple[int, int] | None = None
+        if not await self.client.exists(key):
+            return  # nothing journalled there yet (or the stream was deleted): nothing to trim
         for info in await self.client.xinfo_groups(key):
             needed = await self._oldest_needed(key, info)
             floor = needed if floor is None else min(floor, needed)
