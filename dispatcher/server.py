@@ -159,7 +159,9 @@ class DispatcherServer:
         )
         result_pb2_grpc.add_ResultServiceServicer_to_server(
             ResultServicer(
-                runtime.results, keepalive_interval=self.config.relay.keepalive_interval
+                runtime.results,
+                keepalive_interval=self.config.relay.keepalive_interval,
+                tokens=runtime.router.tokens,
             ),
             server,
         )

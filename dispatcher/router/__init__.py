@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dispatcher import config as cfg
-from dispatcher.errors import InvalidArgument, QuotaExhausted
+from dispatcher.errors import BackendUnavailable, InvalidArgument, QuotaExhausted
 from dispatcher.estimates import EstimateBook
 from dispatcher.fleet.registry import ClusterRegistry
 from dispatcher.fleet.sessions import SessionStore
@@ -208,10 +208,7 @@ class Router:
         target = self.engine.targets.get(choice.cluster_id)
         handover = decision.handover_from if pin and pin.cluster_id != choice.cluster_id else None
         token = self.tokens.of(reservation.reservation_id) if self.tokens else ""
-        if self.results is not None and token:
-            # Also on a replay (idempotent with the same token): the first try may have
-            # reserved and then failed before registering.
-            await self.results.register(reservation.reservation_id, token)
+        await self._register_result(reservation.reservation_id, token)
         if not reservation.replayed:
             self.engine.on_dispatch(choice.cluster_id, choice.lane)
             await self._pin_session(
@@ -231,6 +228,18 @@ class Router:
             handover_from=handover,
             result_token=token,
         )
+
+    async def _register_result(self, task_id: str, token: str) -> None:
+        """Open the task's result stream (also on a replay: idempotent with the same token,
+        and the first try may have failed before it). Best effort: while the hot store is
+        down the Route still succeeds, and ResultService opens the stream on first use from
+        the same derived token."""
+        if self.results is None or not token or getattr(self.ledger, "degraded", False):
+            return
+        try:
+            await self.results.register(task_id, token)
+        except BackendUnavailable as exc:
+            log.warning("result stream not opened yet", task_id=task_id, error=str(exc))
 
     def _ledger_candidates(
         self, choices: Sequence[Choice], estimate: TokenEstimate

@@ -12,6 +12,9 @@ import grpc
 import pytest
 from websockets.asyncio.client import connect
 
+from dispatcher.relay.memory import MemoryResultStore
+from dispatcher.relay.tokens import TaskTokens
+from dispatcher.rpc.result_service import ResultServicer
 from dispatcher.server import DispatcherServer
 from dispatcher.v1 import (
     agent_pb2,
@@ -156,3 +159,46 @@ async def test_the_gateway_inside_serve_relays_a_routed_tasks_result(
     async with connect(url, additional_headers=headers) as ws:
         frame = json.loads(await ws.recv())
     assert (frame["kind"], frame["payload"]) == ("final", "done")
+
+
+async def test_a_task_route_could_not_open_is_opened_on_first_use_with_its_derived_token(
+    hot_store: str,
+) -> None:
+    """While the hot store is down a Route still succeeds but cannot open the task's result
+    stream; the worker's Publish and the caller's AwaitResult open it, since the token derives
+    from the task id. A token that is not the task's finds nothing."""
+    tokens = TaskTokens(b"0123456789abcdef0123456789abcdef")
+    server = grpc.aio.server()
+    servicer = ResultServicer(MemoryResultStore(), keepalive_interval=0.05, tokens=tokens)
+    result_pb2_grpc.add_ResultServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            results = result_pb2_grpc.ResultServiceStub(channel)
+            wrong = results.AwaitResult(
+                result_pb2.AwaitResultRequest(task_id="never-opened", result_token="guess")
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await wrong.read()
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+            await publish_final(channel, "published-first", b"done", "text/plain")
+            awaited = results.AwaitResult(
+                result_pb2.AwaitResultRequest(
+                    task_id="awaited-first", result_token=tokens.of("awaited-first")
+                )
+            )
+            keepalive = await awaited.read()  # the stream exists now, and waits
+            assert keepalive.kind == result_pb2.RESULT_EVENT_KIND_KEEPALIVE
+            awaited.cancel()
+            events = [
+                e
+                async for e in results.AwaitResult(
+                    result_pb2.AwaitResultRequest(
+                        task_id="published-first", result_token=tokens.of("published-first")
+                    )
+                )
+            ]
+            assert [e.payload for e in events] == [b"done"]
+    finally:
+        await server.stop(None)
