@@ -77,6 +77,13 @@ class CircuitBreaker:
             return True
         return False
 
+    def would_allow(self, now: float) -> bool:
+        """What ``allow`` would answer, without using up a half-open probe (Explain)."""
+        self._advance(now)
+        if self._state is BreakerState.HALF_OPEN:
+            return self._probes_allowed < self.spec.half_open_probes
+        return self._state is BreakerState.CLOSED
+
     def record(self, ok: bool, duration: float, now: float) -> Transition | None:
         """Count one outcome; returns the transition it caused, if any."""
         self._advance(now)
@@ -195,6 +202,10 @@ class BreakerBoard:
         breaker = self._breakers.get(key)
         # No breaker yet = no outcome seen yet = closed; creating one per request costs a dict.
         return True if breaker is None else breaker.allow(now)
+
+    def would_allow(self, key: str, now: float) -> bool:
+        breaker = self._breakers.get(key)
+        return True if breaker is None else breaker.would_allow(now)
 
     def take_transitions(self) -> list[Transition]:
         taken: list[Transition] = []

@@ -188,7 +188,7 @@ class Engine:
         if route is None:
             raise NotFound("route", request.route)
         spec, chain = self._agent(request.agent_version)
-        picked = self._pick(request.route, route, chain, now, pin)
+        picked = self._pick(request.route, route, chain, now, pin, dry_run=explain)
         if picked is None:
             return Decision(
                 Outcome.MAINTENANCE,
@@ -235,18 +235,29 @@ class Engine:
         return found
 
     def _pick(
-        self, route_name: str, route: RouteSpec, chain: tuple[str, ...], now: float, pin: Pin | None
+        self,
+        route_name: str,
+        route: RouteSpec,
+        chain: tuple[str, ...],
+        now: float,
+        pin: Pin | None,
+        *,
+        dry_run: bool = False,
     ) -> tuple[str, str, bool, Eligible] | None:
         """(backend, version, is_fallback, eligible), or None when every breaker is open.
 
         A backend with no eligible cluster for the version counts as tripped and the split
-        picks again over the rest (renormalising their shares).
+        picks again over the rest (renormalising their shares). ``dry_run`` (Explain) takes
+        no half-open probe and leaves the split's sequence as it was.
         """
         split = self._splits.get(route_name)
         if split is None:
             split = SmoothWeighted((b.name, b.weight) for b in route.backends)
             self._splits[route_name] = split
-        version, fallback = choose_version(chain, lambda v: self.breakers.allow(v, now))
+        if dry_run:
+            split = split.copy()
+        allow = self.breakers.would_allow if dry_run else self.breakers.allow
+        version, fallback = choose_version(chain, lambda v: allow(v, now))
         if version is None:
             return None
         tripped: set[str] = set()

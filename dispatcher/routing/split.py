@@ -30,6 +30,13 @@ class SmoothWeighted:
         self._weights = [weight for _, weight in pairs]
         self._current = [0.0] * len(pairs)
 
+    def copy(self) -> SmoothWeighted:
+        """An independent copy: picks on it leave this split's sequence as it was."""
+        twin = SmoothWeighted(())
+        twin._names, twin._weights = self._names, self._weights
+        twin._current = list(self._current)
+        return twin
+
     @property
     def names(self) -> list[str]:
         return list(self._names)

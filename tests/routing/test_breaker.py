@@ -155,3 +155,15 @@ def test_heartbeat_counts_trip_the_engine_breaker_and_transitions_are_journalled
         ("auditor", BreakerState.OPEN)
     ]
     assert routing.take_transitions() == []
+
+
+def test_asking_whether_a_half_open_breaker_would_allow_uses_up_no_probe() -> None:
+    """Explain asks; only real calls take the limited half-open probes."""
+    breaker = CircuitBreaker("v", SPEC)
+    fill(breaker, failures=20, calls=20)
+    half_open_at = SPEC.open_for + 1.0
+    assert breaker.state(half_open_at) is BreakerState.HALF_OPEN
+    assert all(breaker.would_allow(half_open_at) for _ in range(10))
+    probes = [breaker.allow(half_open_at) for _ in range(SPEC.half_open_probes + 1)]
+    assert probes == [True] * SPEC.half_open_probes + [False]
+    assert not breaker.would_allow(half_open_at)

@@ -45,3 +45,15 @@ def test_each_full_cycle_gives_exact_weights(weights: list[int], cycles: int) ->
     split = SmoothWeighted([(f"b{i}", w) for i, w in enumerate(weights)])
     counts = Counter(split.pick() for _ in range(sum(weights) * cycles))
     assert counts == Counter({f"b{i}": w * cycles for i, w in enumerate(weights)})
+
+
+def test_picks_on_a_copy_leave_the_original_sequence_as_it_was() -> None:
+    """Explain picks on a copy, so dry runs never skew the real split."""
+    split, twin = SmoothWeighted([("a", 90), ("b", 10)]), SmoothWeighted([("a", 90), ("b", 10)])
+    for _ in range(7):
+        split.pick()
+        twin.pick()
+    probe = split.copy()
+    for _ in range(5):
+        probe.pick()
+    assert [split.pick() for _ in range(20)] == [twin.pick() for _ in range(20)]
