@@ -149,6 +149,7 @@ class DispatcherServer:
             runtime.registry,
             tokens=agent_tokens(self.config) or None,
             client_certificates=self.config.tls.client_ca_file is not None,
+            report_interval=self.config.routing.heartbeat_interval,
             hub=runtime.hub,
             on_usage=runtime.apply_usage,
             on_observations=runtime.apply_observations,

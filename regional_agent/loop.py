@@ -18,6 +18,7 @@ import contextlib
 import random
 import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
 import grpc
 
@@ -163,6 +164,7 @@ class AgentLoop:
         report.sent_at.GetCurrentTime()
         if announce:
             report.announce.CopyFrom(announcement(self.config, self.collector.capacity()))
+            report.announce.report_interval.FromTimedelta(timedelta(seconds=self.interval))
         ids = [u.report_id for u in usage]
         self._sent[self._seq] = ids
         self._riding.update(ids)

@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass
 
 from dispatcher.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from dispatcher.fleet.hub import ConfigChange, DirectiveHub, Drain
 from dispatcher.fleet.hub import Directive as HubDirective
-from dispatcher.fleet.hub import DirectiveHub, Drain
 from dispatcher.fleet.model import (
     ClusterInfo,
     ClusterLoad,
@@ -75,6 +75,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         *,
         tokens: Mapping[str, str] | None = None,
         client_certificates: bool = False,
+        report_interval: float | None = None,
         hub: DirectiveHub | None = None,
         on_usage: UsageHandler = durable_at_once,
         on_observations: ObservationHandler | None = None,
@@ -86,6 +87,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             None if tokens is None else {token_digest(t): cid for cid, t in tokens.items()}
         )
         self._client_certificates = client_certificates
+        self._report_interval = report_interval
         self._on_usage = on_usage
         self._on_observations = on_observations
 
@@ -137,12 +139,28 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             async for report in reports:
                 ack, outcome = await self._handle(report, stream, bind)
                 out.put_nowait(agent_pb2.Directive(ack=ack))
+                if push := self._interval_push(report, ack):
+                    out.put_nowait(_directive(push, stream))
                 if outcome is not None and outcome.drained != stream.drain_sent:
                     drain = Drain(outcome.drained, outcome.drain_reason)
                     out.put_nowait(_directive(drain, stream))
             out.put_nowait(None)
         except Exception as exc:  # handed to Connect, which aborts with its status
             out.put_nowait(exc)
+
+    def _interval_push(
+        self, report: agent_pb2.AgentReport, ack: agent_pb2.Ack
+    ) -> ConfigChange | None:
+        """Our interval, for an accepted announce at another one: staleness and the flood
+        rule are judged on ours, so an agent reporting at its own would look dead or be
+        refused."""
+        wanted = self._report_interval
+        if not wanted or ack.rejected_reason or not report.HasField("announce"):
+            return None
+        if not report.announce.HasField("report_interval"):
+            return None
+        theirs = report.announce.report_interval.ToTimedelta().total_seconds()
+        return None if abs(theirs - wanted) <= wanted * 0.01 else ConfigChange(wanted)
 
     async def _handle(
         self, report: agent_pb2.AgentReport, stream: _Stream, bind: Callable[[str], None]

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64ispatcher/v1/agent.proto\x12\rdispatcher.v1\x1a\x1a\x64ispatcher/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x03\n\x0b\x41gentReport\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x03 \x01(\t\x12+\n\x07sent_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x08\x61nnounce\x18\x05 \x01(\x0b\x32\".dispatcher.v1.ClusterAnnouncement\x12\'\n\x04load\x18\x06 \x01(\x0b\x32\x19.dispatcher.v1.LoadReport\x12\x30\n\x08versions\x18\x07 \x03(\x0b\x32\x1e.dispatcher.v1.VersionCounters\x12\x38\n\x0cobservations\x18\x08 \x03(\x0b\x32\".dispatcher.v1.ProviderObservation\x12)\n\x05usage\x18\t \x03(\x0b\x32\x1a.dispatcher.v1.UsageReport\x12.\n\x0b\x61\x64min_state\x18\n \x01(\x0e\x32\x19.dispatcher.v1.AdminState\x12\x16\n\x0eweight_percent\x18\x0b \x01(\r\"\xe8\x01\n\x13\x43lusterAnnouncement\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\r\x12\r\n\x05\x63ores\x18\x04 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\x12*\n\x05lanes\x18\x06 \x03(\x0b\x32\x1b.dispatcher.v1.LaneCapacity\x12\x16\n\x0e\x61gent_versions\x18\x07 \x03(\t\x12\x10\n\x08\x62\x61\x63kends\x18\x08 \x03(\t\x12\x10\n\x08pool_ids\x18\t \x03(\t\x12\x13\n\x0b\x61gent_build\x18\n \x01(\t\"\xcd\x02\n\nLoadReport\x12\x17\n\x0f\x63pu_utilization\x18\x01 \x01(\x01\x12\x17\n\x0fmem_utilization\x18\x02 \x01(\x01\x12\x1f\n\x17\x61pplication_utilization\x18\x03 \x01(\x01\x12\x16\n\x0erps_fractional\x18\x04 \x01(\x01\x12\x0b\n\x03\x65ps\x18\x05 \x01(\x01\x12\x11\n\tin_flight\x18\x06 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x07 \x01(\r\x12&\n\x05lanes\x18\x08 \x03(\x0b\x32\x17.dispatcher.v1.LaneLoad\x12\x42\n\rnamed_metrics\x18\t \x03(\x0b\x32+.dispatcher.v1.LoadReport.NamedMetricsEntry\x1a\x33\n\x11NamedMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"U\n\x08LaneLoad\x12&\n\x04lane\x18\x01 \x01(\x0e\x32\x18.dispatcher.v1.TaskClass\x12\x11\n\tin_flight\x18\x02 \x01(\r\x12\x0e\n\x06queued\x18\x03 \x01(\r\"}\n\x0fVersionCounters\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x0f\n\x07started\x18\x02 \x01(\x04\x12\x11\n\tsucceeded\x18\x03 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x04\x12\x0c\n\x04slow\x18\x05 \x01(\x04\x12\x11\n\tin_flight\x18\x06 \x01(\r\"\xc9\x03\n\x13ProviderObservation\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12/\n\x0bobserved_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x0elimit_requests\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x1f\n\x12remaining_requests\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x31\n\x0ereset_requests\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x0climit_tokens\x18\x06 \x01(\x03H\x02\x88\x01\x01\x12\x1d\n\x10remaining_tokens\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12/\n\x0creset_tokens\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0crate_limited\x18\t \x01(\x08\x12.\n\x0bretry_after\x18\n \x01(\x0b\x32\x19.google.protobuf.DurationB\x11\n\x0f_limit_requestsB\x15\n\x13_remaining_requestsB\x0f\n\r_limit_tokensB\x13\n\x11_remaining_tokens\"\xdd\x01\n\x0bUsageReport\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12#\n\x05usage\x18\x03 \x01(\x0b\x32\x14.dispatcher.v1.Usage\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\x12+\n\x07outcome\x18\x05 \x01(\x0e\x32\x1a.dispatcher.v1.TaskOutcome\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\ragent_version\x18\x07 \x01(\t\"\x93\x01\n\tDirective\x12!\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x12.dispatcher.v1.AckH\x00\x12.\n\x05\x64rain\x18\x02 \x01(\x0b\x32\x1d.dispatcher.v1.DrainDirectiveH\x00\x12+\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x19.dispatcher.v1.ConfigPushH\x00\x42\x06\n\x04kind\"G\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x1a\n\x12\x64urable_report_ids\x18\x02 \x03(\t\x12\x17\n\x0frejected_reason\x18\x03 \x01(\t\"/\n\x0e\x44rainDirective\x12\r\n\x05\x64rain\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"X\n\nConfigPush\x12\x32\n\x0freport_interval\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0eweight_percent\x18\x02 \x01(\r2S\n\x0c\x41gentService\x12\x43\n\x07\x43onnect\x12\x1a.dispatcher.v1.AgentReport\x1a\x18.dispatcher.v1.Directive(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x64ispatcher/v1/agent.proto\x12\rdispatcher.v1\x1a\x1a\x64ispatcher/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x03\n\x0b\x41gentReport\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x03 \x01(\t\x12+\n\x07sent_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x08\x61nnounce\x18\x05 \x01(\x0b\x32\".dispatcher.v1.ClusterAnnouncement\x12\'\n\x04load\x18\x06 \x01(\x0b\x32\x19.dispatcher.v1.LoadReport\x12\x30\n\x08versions\x18\x07 \x03(\x0b\x32\x1e.dispatcher.v1.VersionCounters\x12\x38\n\x0cobservations\x18\x08 \x03(\x0b\x32\".dispatcher.v1.ProviderObservation\x12)\n\x05usage\x18\t \x03(\x0b\x32\x1a.dispatcher.v1.UsageReport\x12.\n\x0b\x61\x64min_state\x18\n \x01(\x0e\x32\x19.dispatcher.v1.AdminState\x12\x16\n\x0eweight_percent\x18\x0b \x01(\r\"\x9c\x02\n\x13\x43lusterAnnouncement\x12\x0e\n\x06region\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\r\n\x05slots\x18\x03 \x01(\r\x12\r\n\x05\x63ores\x18\x04 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x05 \x01(\x04\x12*\n\x05lanes\x18\x06 \x03(\x0b\x32\x1b.dispatcher.v1.LaneCapacity\x12\x16\n\x0e\x61gent_versions\x18\x07 \x03(\t\x12\x10\n\x08\x62\x61\x63kends\x18\x08 \x03(\t\x12\x10\n\x08pool_ids\x18\t \x03(\t\x12\x13\n\x0b\x61gent_build\x18\n \x01(\t\x12\x32\n\x0freport_interval\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\"\xcd\x02\n\nLoadReport\x12\x17\n\x0f\x63pu_utilization\x18\x01 \x01(\x01\x12\x17\n\x0fmem_utilization\x18\x02 \x01(\x01\x12\x1f\n\x17\x61pplication_utilization\x18\x03 \x01(\x01\x12\x16\n\x0erps_fractional\x18\x04 \x01(\x01\x12\x0b\n\x03\x65ps\x18\x05 \x01(\x01\x12\x11\n\tin_flight\x18\x06 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x07 \x01(\r\x12&\n\x05lanes\x18\x08 \x03(\x0b\x32\x17.dispatcher.v1.LaneLoad\x12\x42\n\rnamed_metrics\x18\t \x03(\x0b\x32+.dispatcher.v1.LoadReport.NamedMetricsEntry\x1a\x33\n\x11NamedMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"U\n\x08LaneLoad\x12&\n\x04lane\x18\x01 \x01(\x0e\x32\x18.dispatcher.v1.TaskClass\x12\x11\n\tin_flight\x18\x02 \x01(\r\x12\x0e\n\x06queued\x18\x03 \x01(\r\"}\n\x0fVersionCounters\x12\x15\n\ragent_version\x18\x01 \x01(\t\x12\x0f\n\x07started\x18\x02 \x01(\x04\x12\x11\n\tsucceeded\x18\x03 \x01(\x04\x12\x0e\n\x06\x66\x61iled\x18\x04 \x01(\x04\x12\x0c\n\x04slow\x18\x05 \x01(\x04\x12\x11\n\tin_flight\x18\x06 \x01(\r\"\xc9\x03\n\x13ProviderObservation\x12\x0f\n\x07pool_id\x18\x01 \x01(\t\x12/\n\x0bobserved_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1b\n\x0elimit_requests\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x1f\n\x12remaining_requests\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x31\n\x0ereset_requests\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x19\n\x0climit_tokens\x18\x06 \x01(\x03H\x02\x88\x01\x01\x12\x1d\n\x10remaining_tokens\x18\x07 \x01(\x03H\x03\x88\x01\x01\x12/\n\x0creset_tokens\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0crate_limited\x18\t \x01(\x08\x12.\n\x0bretry_after\x18\n \x01(\x0b\x32\x19.google.protobuf.DurationB\x11\n\x0f_limit_requestsB\x15\n\x13_remaining_requestsB\x0f\n\r_limit_tokensB\x13\n\x11_remaining_tokens\"\xdd\x01\n\x0bUsageReport\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12#\n\x05usage\x18\x03 \x01(\x0b\x32\x14.dispatcher.v1.Usage\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\x12+\n\x07outcome\x18\x05 \x01(\x0e\x32\x1a.dispatcher.v1.TaskOutcome\x12+\n\x08\x64uration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x15\n\ragent_version\x18\x07 \x01(\t\"\x93\x01\n\tDirective\x12!\n\x03\x61\x63k\x18\x01 \x01(\x0b\x32\x12.dispatcher.v1.AckH\x00\x12.\n\x05\x64rain\x18\x02 \x01(\x0b\x32\x1d.dispatcher.v1.DrainDirectiveH\x00\x12+\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x19.dispatcher.v1.ConfigPushH\x00\x42\x06\n\x04kind\"G\n\x03\x41\x63k\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x1a\n\x12\x64urable_report_ids\x18\x02 \x03(\t\x12\x17\n\x0frejected_reason\x18\x03 \x01(\t\"/\n\x0e\x44rainDirective\x12\r\n\x05\x64rain\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\"X\n\nConfigPush\x12\x32\n\x0freport_interval\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0eweight_percent\x18\x02 \x01(\r2S\n\x0c\x41gentService\x12\x43\n\x07\x43onnect\x12\x1a.dispatcher.v1.AgentReport\x1a\x18.dispatcher.v1.Directive(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,27 +39,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTREPORT']._serialized_start=138
   _globals['_AGENTREPORT']._serialized_end=564
   _globals['_CLUSTERANNOUNCEMENT']._serialized_start=567
-  _globals['_CLUSTERANNOUNCEMENT']._serialized_end=799
-  _globals['_LOADREPORT']._serialized_start=802
-  _globals['_LOADREPORT']._serialized_end=1135
-  _globals['_LOADREPORT_NAMEDMETRICSENTRY']._serialized_start=1084
-  _globals['_LOADREPORT_NAMEDMETRICSENTRY']._serialized_end=1135
-  _globals['_LANELOAD']._serialized_start=1137
-  _globals['_LANELOAD']._serialized_end=1222
-  _globals['_VERSIONCOUNTERS']._serialized_start=1224
-  _globals['_VERSIONCOUNTERS']._serialized_end=1349
-  _globals['_PROVIDEROBSERVATION']._serialized_start=1352
-  _globals['_PROVIDEROBSERVATION']._serialized_end=1809
-  _globals['_USAGEREPORT']._serialized_start=1812
-  _globals['_USAGEREPORT']._serialized_end=2033
-  _globals['_DIRECTIVE']._serialized_start=2036
-  _globals['_DIRECTIVE']._serialized_end=2183
-  _globals['_ACK']._serialized_start=2185
-  _globals['_ACK']._serialized_end=2256
-  _globals['_DRAINDIRECTIVE']._serialized_start=2258
-  _globals['_DRAINDIRECTIVE']._serialized_end=2305
-  _globals['_CONFIGPUSH']._serialized_start=2307
-  _globals['_CONFIGPUSH']._serialized_end=2395
-  _globals['_AGENTSERVICE']._serialized_start=2397
-  _globals['_AGENTSERVICE']._serialized_end=2480
+  _globals['_CLUSTERANNOUNCEMENT']._serialized_end=851
+  _globals['_LOADREPORT']._serialized_start=854
+  _globals['_LOADREPORT']._serialized_end=1187
+  _globals['_LOADREPORT_NAMEDMETRICSENTRY']._serialized_start=1136
+  _globals['_LOADREPORT_NAMEDMETRICSENTRY']._serialized_end=1187
+  _globals['_LANELOAD']._serialized_start=1189
+  _globals['_LANELOAD']._serialized_end=1274
+  _globals['_VERSIONCOUNTERS']._serialized_start=1276
+  _globals['_VERSIONCOUNTERS']._serialized_end=1401
+  _globals['_PROVIDEROBSERVATION']._serialized_start=1404
+  _globals['_PROVIDEROBSERVATION']._serialized_end=1861
+  _globals['_USAGEREPORT']._serialized_start=1864
+  _globals['_USAGEREPORT']._serialized_end=2085
+  _globals['_DIRECTIVE']._serialized_start=2088
+  _globals['_DIRECTIVE']._serialized_end=2235
+  _globals['_ACK']._serialized_start=2237
+  _globals['_ACK']._serialized_end=2308
+  _globals['_DRAINDIRECTIVE']._serialized_start=2310
+  _globals['_DRAINDIRECTIVE']._serialized_end=2357
+  _globals['_CONFIGPUSH']._serialized_start=2359
+  _globals['_CONFIGPUSH']._serialized_end=2447
+  _globals['_AGENTSERVICE']._serialized_start=2449
+  _globals['_AGENTSERVICE']._serialized_end=2532
 # @@protoc_insertion_point(module_scope)

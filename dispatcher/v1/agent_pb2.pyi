@@ -111,6 +111,7 @@ class ClusterAnnouncement(_message.Message):
     BACKENDS_FIELD_NUMBER: _builtins.int
     POOL_IDS_FIELD_NUMBER: _builtins.int
     AGENT_BUILD_FIELD_NUMBER: _builtins.int
+    REPORT_INTERVAL_FIELD_NUMBER: _builtins.int
     region: _builtins.str
     """Cloud region, e.g. "westeurope"."""
     endpoint: _builtins.str
@@ -139,6 +140,13 @@ class ClusterAnnouncement(_message.Message):
     def pool_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Quota pools the cluster's provider calls draw on, e.g. "azure-openai/eastus2/gpt-4o"."""
 
+    @_builtins.property
+    def report_interval(self) -> _duration_pb2.Duration:
+        """The interval the agent reports at. When set and not the dispatcher's
+        routing.heartbeat_interval, the dispatcher answers the announce with a ConfigPush of its
+        own (staleness and the flood rule are judged on it). Unset: unknown, nothing is pushed.
+        """
+
     def __init__(
         self,
         *,
@@ -152,10 +160,11 @@ class ClusterAnnouncement(_message.Message):
         backends: _abc.Iterable[_builtins.str] | None = ...,
         pool_ids: _abc.Iterable[_builtins.str] | None = ...,
         agent_build: _builtins.str = ...,
+        report_interval: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["report_interval", b"report_interval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_build", b"agent_build", "agent_versions", b"agent_versions", "backends", b"backends", "cores", b"cores", "endpoint", b"endpoint", "lanes", b"lanes", "memory_bytes", b"memory_bytes", "pool_ids", b"pool_ids", "region", b"region", "slots", b"slots"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_build", b"agent_build", "agent_versions", b"agent_versions", "backends", b"backends", "cores", b"cores", "endpoint", b"endpoint", "lanes", b"lanes", "memory_bytes", b"memory_bytes", "pool_ids", b"pool_ids", "region", b"region", "report_interval", b"report_interval", "slots", b"slots"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

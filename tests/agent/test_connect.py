@@ -174,3 +174,29 @@ async def test_connect_over_the_redis_registry(redis_db: str) -> None:
         await server.stop()
         await registry.aclose()
         await client.aclose()
+
+
+@pytest.mark.parametrize(("theirs", "pushed"), [(5.0, True), (2.0, False), (None, False)])
+async def test_an_announce_at_another_interval_is_answered_with_ours(
+    theirs: float | None, pushed: bool
+) -> None:
+    """Staleness and the flood rule are judged on the dispatcher's interval; an agent that
+    says it reports at another one is told ours. An agent that does not say is left alone."""
+    registry = MemoryClusterRegistry(RegistrySettings(interval=2.0, min_report_gap=0))
+    running = await start_agent_server(AgentServicer(registry, report_interval=2.0))
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            call = agent_pb2_grpc.AgentServiceStub(channel).Connect()
+            report = announce_report("c1")
+            if theirs is not None:
+                report.announce.report_interval.FromSeconds(int(theirs))
+            assert (await exchange(call, report)).seq == 1
+            await call.write(load_report("c1", seq=2))
+            following = await next_directive(call)
+            await call.done_writing()
+    finally:
+        await running.stop()
+    if pushed:
+        assert following.config.report_interval.ToTimedelta().total_seconds() == 2.0
+    else:
+        assert following.ack.seq == 2

@@ -154,3 +154,21 @@ def test_backoff_grows_with_failures_and_stays_jittered(tmp_path: Path, outbox: 
     delays = [agent.backoff(n) for n in range(10)]
     assert all(0.01 <= d <= 0.1 for d in delays)
     assert len(set(delays)) > 1
+
+
+async def test_the_agent_takes_the_interval_the_dispatcher_pushes(
+    tmp_path: Path, registry: MemoryClusterRegistry, outbox: Outbox
+) -> None:
+    """Configured at 0.05 s, told 0.2 s by a dispatcher running at 0.2 s: it follows."""
+    server = await start_agent_server(AgentServicer(registry, report_interval=0.2))
+    agent = AgentLoop(
+        agent_config(server.address, tmp_path), LocalState(slots=4), outbox, HostCollector()
+    )
+    stop = asyncio.Event()
+    running = asyncio.create_task(agent.run(stop))
+    try:
+        await wait_until(lambda: agent.interval == 0.2, "the pushed interval")
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, DEADLINE_S)
+        await server.stop()
