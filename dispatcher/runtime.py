@@ -157,6 +157,7 @@ class Runtime:
                 ledger_pools(config.pools),
                 replicas=hot.replicas,
                 timeout_s=hot.call_timeout,
+                connect_timeout_s=hot.connect_timeout,
             )
         except BaseException:
             await backends.aclose()

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
@@ -124,20 +125,33 @@ class RedisLedger:
         *,
         max_connections: int = 32,
         timeout_s: float = 0.25,
+        connect_timeout_s: float = 3.0,
         **kwargs: Any,
     ) -> RedisLedger:
         """Connect to a single node or a cluster (see ``dispatcher.redis_client``) with at
         most ``max_connections`` connections; every call (and wait for a connection) fails
-        after ``timeout_s`` as BackendUnavailable."""
+        after ``timeout_s`` as BackendUnavailable. The first contact (a cluster's slot
+        discovery included) gets ``connect_timeout_s``: it is not a routing call."""
         client = client_from_url(url, timeout_s=timeout_s, max_connections=max_connections)
         kwargs = {"max_calls": max_connections, "wait_s": timeout_s, **kwargs}
         ledger = cls(client, pools, **kwargs)
         try:
+            await ledger._first_contact(connect_timeout_s)
             await ledger.seed_pools()
         except BaseException:
             await ledger.aclose()
             raise
         return ledger
+
+    async def _first_contact(self, timeout_s: float) -> None:
+        try:
+            async with asyncio.timeout(timeout_s):
+                if isinstance(self._client, RedisCluster):
+                    await self._client.initialize()
+                else:
+                    await self._client.ping()
+        except REDIS_ERRORS as exc:  # (builtin TimeoutError is an OSError)
+            raise BackendUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
 
     @property
     def call_timeout(self) -> float:
