@@ -45,7 +45,7 @@ from typing import Any
 import psutil
 
 from bench.heartbeats_load import raise_fd_limit
-from bench.output import emit
+from bench.output import finish
 
 STREAMS_PER_GENERATOR = 2500
 MAX_GENERATORS = 4
@@ -315,10 +315,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     result = asyncio.run(run(args))
-    problems = failures(args, result)
-    result["problems"] = problems
-    emit(result, as_json=args.json)
-    return 1 if args.check and problems else 0
+    return finish(result, failures(args, result), as_json=args.json, check=args.check)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ from typing import Any
 
 import grpc
 
-from bench.output import emit
+from bench.output import finish
 from dispatcher.client import DispatcherClient, RetryPolicy
 from dispatcher.relay.memory import MemoryResultStore
 from dispatcher.relay.model import RelaySettings, ResultStore
@@ -277,10 +277,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     result = asyncio.run(run(args))
-    problems = failures(args, result)
-    result["problems"] = problems
-    emit(result, as_json=args.json)
-    return 1 if args.check and problems else 0
+    return finish(result, failures(args, result), as_json=args.json, check=args.check)
 
 
 if __name__ == "__main__":
