@@ -1,16 +1,19 @@
 """Route over gRPC with the Redis ledger, against an empty grpc.aio handler (DESIGN §10).
 
     python -m bench.route [--seconds 5] [--callers 64] [--channels 4] [--clusters 4]
-        [--rounds 2] [--redis-url redis://127.0.0.1:6379/14] [--json] [--check]
-        [--profile py-spy|cprofile --profile-out FILE]
+        [--rounds 2] [--redis-url redis://127.0.0.1:6379/14] [--consumer external|embedded]
+        [--json] [--check] [--profile py-spy|cprofile --profile-out FILE]
 
-One invocation starts two server processes on this machine:
+One invocation starts these processes on this machine:
 
 - the dispatcher (``python -m dispatcher serve`` on Redis database 14, which this bench
   flushes and owns, and a SQLite durable ledger in a temp dir unless ``--database-url``),
   with ``--clusters`` clusters registered through ``AgentService.Connect`` streams this
   process holds open and heartbeats on (one quota family, two pools, so spillover candidates
   batch into one script call);
+- with ``--consumer external`` (the default, and the production shape: ``durable.consumer:
+  external``), ``dispatcher journal`` copying the journal into SQL beside it, whose CPU is
+  reported apart as ``journal_cpu_us_per_route``;
 - ``bench.route_empty``: the same RoutingService with handlers that return empty messages.
 
 Then, ``--rounds`` times and alternating so machine noise hits both alike, a load generator
@@ -115,7 +118,7 @@ def read_json_line(stream: IO[str], want: str, seen: list[str]) -> dict[str, Any
 @contextmanager
 def dispatcher_process(args: argparse.Namespace, workdir: Path) -> Iterator[Server]:
     config = workdir / "dispatcher.yaml"
-    config.write_text(CONFIG)
+    config.write_text(f"durable:\n  consumer: {args.consumer}\n{CONFIG}")
     prefix = [sys.executable]
     if args.profile == "cprofile":
         prefix += ["-m", "cProfile", "-o", str(args.profile_out)]
@@ -123,10 +126,7 @@ def dispatcher_process(args: argparse.Namespace, workdir: Path) -> Iterator[Serv
         *prefix,
         *("-m", "dispatcher", "serve", "--listen", "127.0.0.1:0", "--log-format", "json"),
         *("--config", str(config), "--redis-url", args.redis_url),
-        *(
-            "--database-url",
-            args.database_url or f"sqlite+aiosqlite:///{workdir / 'ledger.sqlite3'}",
-        ),
+        *("--database-url", database_url(args, workdir)),
     ]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     with stopping(proc):
@@ -136,6 +136,32 @@ def dispatcher_process(args: argparse.Namespace, workdir: Path) -> Iterator[Serv
         server = Server(proc, address, seen)
         drain(proc.stderr, server.lines)
         yield server
+
+
+@contextmanager
+def journal_process(args: argparse.Namespace, workdir: Path) -> Iterator[Server | None]:
+    """``dispatcher journal`` beside the server when the consumer is external (the
+    production shape: history's SQL work never shares the Route process's core)."""
+    if args.consumer != "external":
+        yield None
+        return
+    cmd = [
+        *(sys.executable, "-m", "dispatcher", "journal", "--log-format", "json"),
+        *("--config", str(workdir / "dispatcher.yaml"), "--redis-url", args.redis_url),
+        *("--database-url", database_url(args, workdir)),
+    ]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    with stopping(proc):
+        assert proc.stderr is not None
+        seen: list[str] = []
+        read_json_line(proc.stderr, "journal consumer started", seen)
+        server = Server(proc, "", seen)
+        drain(proc.stderr, server.lines)
+        yield server
+
+
+def database_url(args: argparse.Namespace, workdir: Path) -> str:
+    return str(args.database_url or f"sqlite+aiosqlite:///{workdir / 'ledger.sqlite3'}")
 
 
 @contextmanager
@@ -254,6 +280,7 @@ class Phase:
     routes: int = 0
     seconds: float = 0.0
     server_cpu_s: float = 0.0
+    journal_cpu_s: float = 0.0
     generator_cpu_s: float = 0.0
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
@@ -269,7 +296,13 @@ class Phase:
 
 
 async def drive(
-    server: Server, args: argparse.Namespace, phase: Phase, callers: int, label: str, routed: bool
+    server: Server,
+    args: argparse.Namespace,
+    phase: Phase,
+    callers: int,
+    label: str,
+    routed: bool,
+    journal: Server | None = None,
 ) -> None:
     """One generator process against ``server``; adds its window's numbers to ``phase``."""
     cmd = [
@@ -281,14 +314,16 @@ async def drive(
         cmd.append("--expect-routed")
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE)
     assert proc.stdout is not None
-    cpu0 = 0.0
+    cpu0 = journal0 = 0.0
     result: dict[str, Any] = {}
     async for raw in proc.stdout:
         line = json.loads(raw)
         if line["event"] == "measuring":
             cpu0 = server.cpu_s()
+            journal0 = journal.cpu_s() if journal else 0.0
         elif line["event"] == "measured":
             phase.server_cpu_s += server.cpu_s() - cpu0
+            phase.journal_cpu_s += journal.cpu_s() - journal0 if journal else 0.0
         elif line["event"] == "result":
             result = line
     if await proc.wait() != 0 or not result:
@@ -330,13 +365,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="bench-route-") as tmp,
         dispatcher_process(args, Path(tmp)) as dispatcher,
+        journal_process(args, Path(tmp)) as journal,
         empty_process() as baseline,
     ):
         async with clusters(dispatcher.address, args.clusters, errors):
             for r in range(args.rounds):
                 await drive(baseline, args, empty, args.callers, f"empty-{r}", routed=False)
                 with profiling(args, dispatcher.proc.pid):
-                    await drive(dispatcher, args, route, args.callers, f"route-{r}", routed=True)
+                    label = f"route-{r}"
+                    await drive(dispatcher, args, route, args.callers, label, True, journal)
             await drive(dispatcher, args, light, args.p99_callers, "light", routed=True)
         for server, name in ((dispatcher, "dispatcher"), (baseline, "empty")):
             if server.proc.poll() is not None:
@@ -352,6 +389,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "route_p99_ms_saturated": round(max(route.p99_ms, default=0.0), 3),
         "server_cpu_us_per_route": round(route.cpu_us_per_call, 1),
         "empty_cpu_us_per_call": round(empty.cpu_us_per_call, 1),
+        "journal_cpu_us_per_route": round(route.journal_cpu_s / route.routes * 1e6, 1)
+        if route.routes
+        else 0.0,
         "generator_cpu_us_per_route": round(route.generator_cpu_s / route.routes * 1e6, 1)
         if route.routes
         else 0.0,
@@ -369,6 +409,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "channels": args.channels,
             "clusters": args.clusters,
             "p99_callers": args.p99_callers,
+            "consumer": args.consumer,
             "cpus": psutil.cpu_count(),
             "load_avg_1m": round(psutil.getloadavg()[0], 2),
         },
@@ -390,6 +431,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--database-url",
         help="durable ledger (default: SQLite in a temp dir, migrated on start; "
         "PostgreSQL needs `dispatcher migrate` first)",
+    )
+    parser.add_argument(
+        "--consumer",
+        choices=("external", "embedded"),
+        default="external",
+        help="where the journal consumer runs (durable.consumer); external starts "
+        "`dispatcher journal` and reports its CPU apart",
     )
     parser.add_argument("--profile", choices=("none", "py-spy", "cprofile"), default="none")
     parser.add_argument("--profile-out", type=Path, default=Path("route-profile.txt"))

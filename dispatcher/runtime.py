@@ -37,6 +37,7 @@ from dispatcher.logs import get_logger
 from dispatcher.metrics import Metrics
 from dispatcher.relay import ResultStore, open_result_store
 from dispatcher.relay.factory import relay_settings
+from dispatcher.relay.routed import RoutedResultStore
 from dispatcher.relay.tokens import TaskTokens, shared_secret
 from dispatcher.router import Router
 
@@ -127,7 +128,9 @@ async def open_relay(
     """The result store and the token scheme every replica shares (``relay.tokens``)."""
     secret = config.relay.token_secret
     key = await shared_secret(secret.get_secret_value() if secret else None, backends.redis)
-    return await open_result_store(config.hot_store.url, relay_settings(config)), TaskTokens(key)
+    tokens = TaskTokens(key)
+    store = await open_result_store(config.hot_store.url, relay_settings(config))
+    return RoutedResultStore(store, tokens), tokens
 
 
 @dataclass
@@ -184,17 +187,17 @@ class Runtime:
             registry=registry,
             sessions=sessions,
             results=results,
-            router=Router(
-                config, ledger, registry, sessions, metrics, results=results, tokens=tokens
-            ),
+            router=Router(config, ledger, registry, sessions, metrics, tokens=tokens),
             metrics=metrics,
         )
         runtime._start_loops()
         return runtime
 
     def _start_loops(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self.consumer.run(), name="journal-consumer"),
+        self._tasks = []
+        if self.config.durable.consumer == "embedded":
+            self._tasks.append(asyncio.create_task(self.consumer.run(), name="journal-consumer"))
+        self._tasks += [
             asyncio.create_task(sweep(self.ledger, self._stop), name="lease-sweeper"),
             asyncio.create_task(self.metrics.refresh_forever(self, self._stop), name="metrics"),
             asyncio.create_task(

@@ -317,6 +317,12 @@ BAD_INPUTS = [
     Bad("unknown field", "server:\n  lisen: x\n", "server.lisen", "unknown field"),
     Bad("unknown section", "servers: {}\n", "servers", "unknown field"),
     Bad(
+        "external consumer on a memory hot store",
+        "durable: {consumer: external}\n",
+        "durable.consumer",
+        "needs a Redis hot store",
+    ),
+    Bad(
         "wrong type",
         "pools: [{id: a, tpm: abc}]\n",
         "pools[0].tpm",

@@ -4,6 +4,7 @@
                       [--with-gateway]
     dispatcher migrate [--config FILE] [--database-url URL] [--revision REV]
     dispatcher gateway [--config FILE] [--listen HOST:PORT] [--redis-url URL]
+    dispatcher journal [--config FILE] [--redis-url URL] [--database-url URL]
 
 With no flags ``serve`` runs the embedded default: in-memory hot store and a SQLite ledger at
 ``var/dispatcher.sqlite3``. Flags override the environment, which overrides the config file.
@@ -68,6 +69,14 @@ def build_parser() -> argparse.ArgumentParser:
     gateway.add_argument("--log-format", choices=("json", "console"))
     gateway.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
+    journal = commands.add_parser(
+        "journal", help="copy the hot store's journal into SQL (durable.consumer: external)"
+    )
+    _add_config_flags(journal)
+    journal.add_argument("--redis-url", metavar="URL", help="the replicas' hot store (Redis)")
+    journal.add_argument("--log-format", choices=("json", "console"))
+    journal.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
+
     migrate = commands.add_parser("migrate", help="upgrade the durable ledger's schema")
     _add_config_flags(migrate)
     migrate.add_argument("--revision", default="head", help="target revision (default head)")
@@ -95,6 +104,12 @@ async def _gateway(config: DispatcherConfig) -> None:
     await run_gateway(config)
 
 
+async def _journal(config: DispatcherConfig) -> None:
+    from dispatcher.ledger.sql.journal_process import run_journal
+
+    await run_journal(config)
+
+
 def _migrate(config: DispatcherConfig, revision: str) -> None:
     from dispatcher.ledger.sql.migrate import run_migrate
 
@@ -111,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(_serve(config))
         elif args.command == "gateway":
             asyncio.run(_gateway(config))
+        elif args.command == "journal":
+            asyncio.run(_journal(config))
         elif args.command == "migrate":
             _migrate(config, args.revision)
     except (ConfigError, BackendUnavailable, FailedPrecondition, OSError) as exc:

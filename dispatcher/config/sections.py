@@ -82,6 +82,11 @@ class DurableConfig(Section):
     """The durable ledger. The default SQLite path is relative to the working directory."""
 
     database_url: DatabaseUrl = "sqlite+aiosqlite:///var/dispatcher.sqlite3"
+    # Who copies the hot store's journal into SQL. ``embedded``: a consumer inside every
+    # ``serve`` process (they share one consumer group). ``external``: none in ``serve``;
+    # run ``dispatcher journal`` beside the replicas, so the write-behind's CPU (SQL driver,
+    # ORM) never competes with the Route path. Needs a Redis hot store.
+    consumer: Literal["embedded", "external"] = "embedded"
 
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():

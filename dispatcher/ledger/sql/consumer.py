@@ -18,6 +18,7 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -80,6 +81,7 @@ class JournalConsumer:
         *,
         batch: int = 1000,
         block_ms: int = 500,
+        linger_s: float = 0.05,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -87,6 +89,7 @@ class JournalConsumer:
         self.sink = sink
         self.batch = batch
         self.block_ms = block_ms
+        self.linger_s = linger_s
         self.backoff = backoff or Backoff()
         self._clock = clock
         self._stopping = asyncio.Event()
@@ -101,10 +104,18 @@ class JournalConsumer:
         log.info("journal consumer started", batch=self.batch)
         try:
             while not self._stopping.is_set():
-                await self.step()
+                if 0 < await self.step() < self.batch:
+                    await self._linger()
         except _Stopped:
             pass
         log.info("journal consumer stopped", committed=self._committed)
+
+    async def _linger(self) -> None:
+        """After a short batch, let events gather a moment: a commit (an fsync on SQLite)
+        costs about as much as the rows, so a trickle of one-event batches spent most of
+        its CPU committing. Lag grows by at most ``linger_s``, well inside its 1 s budget."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), self.linger_s)
 
     def stop(self) -> None:
         """Return from :meth:`run` after the batch in hand (or at once if only retrying)."""

@@ -168,7 +168,7 @@ class DurableLedger:
                 .on_conflict_do_nothing(index_elements=["event_id"])
                 .returning(EVENTS.c.event_id)
             )
-            fresh.update((await conn.execute(stmt)).scalars())
+            fresh.update((await conn.execute(stmt, self._bulk_params(chunk))).scalars())
         return fresh
 
     async def _project(self, conn: AsyncConnection, events: list[JournalEvent]) -> None:
@@ -183,25 +183,31 @@ class DurableLedger:
             stmt = insert.on_conflict_do_update(
                 index_elements=["id"], set_=merge_clause(RESERVATIONS, insert.excluded)
             )
-            await conn.execute(stmt)
+            await conn.execute(stmt, self._bulk_params(chunk))
 
     def _bulk_insert(
         self, table: Table, rows: Sequence[dict[str, Any]]
     ) -> postgresql.Insert | sqlite.Insert:
-        """One INSERT statement for ``rows``.
+        """One INSERT statement for ``rows`` (with ``_bulk_params(rows)`` as its parameters).
 
         PostgreSQL gets one array per column through ``unnest``: a statement whose text does
         not depend on the row count is prepared once per connection, and it inserted 1.7x as
-        many events/s as multi-row VALUES in /tmp benchmarks. SQLite gets multi-row VALUES.
+        many events/s as multi-row VALUES in /tmp benchmarks. SQLite gets an executemany of
+        one cached statement (SQLAlchemy batches it into multi-row VALUES itself): building
+        ``.values(rows)`` anew compiled a fresh statement for every batch, which cost more
+        than the inserts.
         """
         if self._dialect != "postgresql":
-            return sqlite.insert(table).values(list(rows))
+            return sqlite.insert(table)
         names = list(rows[0])
         columns = [
             func.unnest(bindparam(None, [r[n] for r in rows], type_=ARRAY(table.c[n].type)))
             for n in names
         ]
         return postgresql.insert(table).from_select(names, select(*columns))
+
+    def _bulk_params(self, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]] | None:
+        return None if self._dialect == "postgresql" else list(rows)
 
     async def recent_events(
         self, kind: EventKind | None = None, limit: int = 100
@@ -275,7 +281,7 @@ class DurableLedger:
             index_elements=[key], set_={c: insert.excluded[c] for c in values if c != key}
         )
         async with sql_errors(action), self.engine.begin() as conn:
-            await conn.execute(stmt)
+            await conn.execute(stmt, self._bulk_params([values]))
 
     async def _select_all(self, table: Table, action: str) -> Sequence[RowMapping]:
         async with sql_errors(action), self.engine.connect() as conn:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, and_, case, func
+from sqlalchemy import ColumnElement, Table, and_, case, func, or_
 from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from dispatcher.ledger.events import EventKind, JournalEvent
@@ -118,7 +118,10 @@ def merge_clause(
     """``SET`` of the upsert: the stored row (``table``) merged with a summary (``new``)."""
     old = table.c
     new_wins = _rank(new.state) >= _rank(old.state)
-    keep_final_usage = and_(old.state.in_(TERMINAL), new.state != SETTLED)
+    # OR of equalities, not IN: an IN list is an expanding parameter, which an
+    # executemany (how SQLite runs the upsert) cannot carry.
+    terminal = or_(*(old.state == state for state in TERMINAL))
+    keep_final_usage = and_(terminal, new.state != SETTLED)
     return {
         "state": case((new_wins, new.state), else_=old.state),
         "outcome": case((new_wins, func.coalesce(new.outcome, old.outcome)), else_=old.outcome),
