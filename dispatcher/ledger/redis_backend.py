@@ -25,7 +25,13 @@ from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
-from dispatcher.errors import BackendUnavailable, FailedPrecondition, InvalidArgument, NotFound
+from dispatcher.errors import (
+    BackendUnavailable,
+    DispatcherError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from dispatcher.ledger import bucket
 from dispatcher.ledger.admission import check_limits, check_outcome, plan, pool_spec
 from dispatcher.ledger.batcher import Batcher
@@ -111,6 +117,15 @@ class RedisLedger:
         self._batchers = {
             family: Batcher(
                 functools.partial(self._reserve_batch, family),
+                max_batch=max_batch,
+                max_inflight=max_inflight,
+            )
+            for family in self._families
+        }
+        # Release is the other call every routed task makes: batched the same way.
+        self._release_batchers = {
+            family: Batcher(
+                functools.partial(self._release_batch, family),
                 max_batch=max_batch,
                 max_inflight=max_inflight,
             )
@@ -263,11 +278,7 @@ class RedisLedger:
         try:
             raw = await self._call(name, keys, [json.dumps(pids), *args])
         except _Refused as exc:
-            if exc.code == "NORES":
-                raise NotFound("reservation", reservation_id) from None
-            raise FailedPrecondition(
-                f"cannot {name} reservation {reservation_id}: {exc.detail}"
-            ) from None
+            raise refusal(name, reservation_id, exc.code, exc.detail) from None
         result: dict[str, Any] = json.loads(raw)
         return result
 
@@ -307,7 +318,25 @@ class RedisLedger:
         )
 
     async def release(self, reservation_id: str) -> Reservation:
-        return replayable(await self._op("release", reservation_id))
+        family = self._family(reservation_id)
+        try:
+            out = await self._release_batchers[family].submit(reservation_id, timeout=self._wait_s)
+        except TimeoutError:
+            raise BackendUnavailable("redis", f"release: no answer in {self._wait_s}s") from None
+        if "err" in out:
+            code, _, detail = str(out["err"]).partition(" ")
+            raise refusal("release", reservation_id, code, detail)
+        return replayable(out)
+
+    async def _release_batch(
+        self, family: str, reservation_ids: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        pids, k = self._families[family], self._keys
+        keys = [k.journal(family), k.leases(family)]
+        keys += [k.res(family, rid) for rid in reservation_ids] + [k.pool(family, p) for p in pids]
+        raw = await self._call("release", keys, [json.dumps(pids), str(len(reservation_ids))])
+        out: list[dict[str, Any]] = json.loads(raw)
+        return out
 
     async def expire_due(self, limit: int = 1000) -> list[str]:
         done: list[str] = []
@@ -393,7 +422,16 @@ class RedisLedger:
     async def aclose(self) -> None:
         for batcher in self._batchers.values():
             await batcher.aclose()
+        for releases in self._release_batchers.values():
+            await releases.aclose()
         await self._client.aclose()
+
+
+def refusal(op: str, reservation_id: str, code: str, detail: str) -> DispatcherError:
+    """A script's on-purpose refusal (``NORES`` / ``STATE <state>``) as the caller's error."""
+    if code == "NORES":
+        return NotFound("reservation", reservation_id)
+    return FailedPrecondition(f"cannot {op} reservation {reservation_id}: {detail}")
 
 
 class _Refused(Exception):

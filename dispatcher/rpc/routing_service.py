@@ -52,15 +52,13 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         reservation_id = convert.required_id(request.reservation_id, "reservation_id")
         if len(request.reason.encode()) > MAX_REASON_BYTES:
             raise InvalidArgument("reason", f"longer than {MAX_REASON_BYTES} bytes")
-        before = await self.ledger.get(reservation_id)
+        # One round trip: the ledger refuses anything but a RESERVED reservation, and
+        # ``replayed`` says another Release got there first (concurrently or before).
         after = await self.ledger.release(reservation_id)
-        given_back = before.state is ReservationState.RESERVED
-        # ``replayed``: another Release got there first (concurrently or before).
-        released_now = given_back and after.state is ReservationState.RELEASED
-        released_now = released_now and not after.replayed
+        released_now = after.state is ReservationState.RELEASED and not after.replayed
         if released_now:
             self.router.released(after)
-        refunded = before.cost if released_now else {}
+        refunded = after.cost if released_now else {}
         return routing_pb2.ReleaseResponse(
             state=convert.STATE_TO_PB[after.state], refunded=convert.charges_pb(refunded)
         )

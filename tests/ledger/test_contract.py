@@ -188,6 +188,35 @@ async def test_release_refunds_a_reserved_lease_once(make_ledger: MakeLedger) ->
     assert await h.kinds() == ["reserved", "released"]
 
 
+async def test_concurrent_releases_each_give_back_once(make_ledger: MakeLedger) -> None:
+    """Releases arriving together (batched into one script call on Redis) are decided one by
+    one: each reservation is given back exactly once, a repeat is a replay, a dispatched one
+    and an unknown id are refused on their own without failing the others."""
+    h = await make_ledger([spec(tpm=100_000, refund_unused=False)])
+    held = [admitted(await h.ledger.reserve(one(f"r{i}", tokens=100))) for i in range(40)]
+    dispatched = held.pop()
+    await h.ledger.ack_dispatched(dispatched.reservation_id)
+    ids = [r.reservation_id for r in held] * 2
+    random.Random(3).shuffle(ids)
+    outcomes = await asyncio.gather(
+        *(h.ledger.release(i) for i in ids),
+        h.ledger.release(dispatched.reservation_id),
+        h.ledger.release(held[0].reservation_id[:-1] + "x"),
+        return_exceptions=True,
+    )
+    *released, refused, unknown = outcomes
+    assert isinstance(refused, FailedPrecondition)
+    assert isinstance(unknown, NotFound | FailedPrecondition)
+    assert all(isinstance(r, Reservation) and r.state is S.RELEASED for r in released)
+    given_back = [
+        r.reservation_id for r in released if isinstance(r, Reservation) and not r.replayed
+    ]
+    assert sorted(given_back) == sorted(r.reservation_id for r in held)
+    snap = (await h.ledger.snapshot("p1")).dims["tpm"]
+    assert snap.reserved == 100  # only the dispatched one still holds its cost
+    assert (await h.kinds()).count("released") == len(held)
+
+
 async def test_release_after_dispatch_is_refused(make_ledger: MakeLedger) -> None:
     h = await make_ledger([spec(tpm=1000)])
     res = admitted(await h.ledger.reserve(one("r")))
