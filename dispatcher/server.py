@@ -162,7 +162,6 @@ class DispatcherServer:
             ResultServicer(
                 runtime.results,
                 keepalive_interval=self.config.relay.keepalive_interval,
-                tokens=runtime.router.tokens,
             ),
             server,
         )

@@ -9,9 +9,10 @@ Idempotency: the reservation is keyed by the request id and its candidate id enc
 whole choice (cluster, backend, version, lane), so a retried Route is answered from the
 ledger's first reservation and never reserves twice.
 
-Results: a routed task's id is its reservation id; the first Route registers it with the
-result relay under a token every replica derives alike (``relay.tokens``), so a retry returns
-the same token and only the caller holding it can read the result.
+Results: a routed task's id is its reservation id and its result token derives from that id
+under a secret every replica shares (``relay.tokens``), so a retry returns the same token,
+only the caller holding it can read the result, and Route writes nothing for it: the
+stream opens on first use (``relay.routed``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dispatcher import config as cfg
-from dispatcher.errors import BackendUnavailable, InvalidArgument, QuotaExhausted
+from dispatcher.errors import InvalidArgument, QuotaExhausted
 from dispatcher.estimates import EstimateBook
 from dispatcher.fleet.registry import ClusterRegistry
 from dispatcher.fleet.sessions import SessionStore
@@ -39,7 +40,6 @@ from dispatcher.ledger import (
 from dispatcher.ledger.events import EventKind
 from dispatcher.logs import get_logger
 from dispatcher.metrics import Metrics
-from dispatcher.relay.model import ResultStore
 from dispatcher.relay.tokens import TaskTokens
 from dispatcher.router.view import FleetView, serving_pools
 from dispatcher.routing.breaker import BreakerState
@@ -113,7 +113,6 @@ class Router:
         metrics: Metrics,
         engine: Engine | None = None,
         *,
-        results: ResultStore | None = None,
         tokens: TaskTokens | None = None,
     ) -> None:
         self.config = config
@@ -121,7 +120,6 @@ class Router:
         self.registry = registry
         self.sessions = sessions
         self.metrics = metrics
-        self.results = results
         self.tokens = tokens
         self.engine = engine or Engine(config, EngineSettings.from_config(config.routing))
         self.view = FleetView(c.id for c in config.clusters if c.forbidden)
@@ -207,8 +205,8 @@ class Router:
         choice = decode_choice(reservation.candidate_id)
         target = self.engine.targets.get(choice.cluster_id)
         handover = decision.handover_from if pin and pin.cluster_id != choice.cluster_id else None
+        # The result stream opens on first use (``relay.routed``): nothing to write here.
         token = self.tokens.of(reservation.reservation_id) if self.tokens else ""
-        await self._register_result(reservation.reservation_id, token)
         if not reservation.replayed:
             self.engine.on_dispatch(choice.cluster_id, choice.lane)
             await self._pin_session(
@@ -228,18 +226,6 @@ class Router:
             handover_from=handover,
             result_token=token,
         )
-
-    async def _register_result(self, task_id: str, token: str) -> None:
-        """Open the task's result stream (also on a replay: idempotent with the same token,
-        and the first try may have failed before it). Best effort: while the hot store is
-        down the Route still succeeds, and ResultService opens the stream on first use from
-        the same derived token."""
-        if self.results is None or not token or getattr(self.ledger, "degraded", False):
-            return
-        try:
-            await self.results.register(task_id, token)
-        except BackendUnavailable as exc:
-            log.warning("result stream not opened yet", task_id=task_id, error=str(exc))
 
     def _ledger_candidates(
         self, choices: Sequence[Choice], estimate: TokenEstimate

@@ -12,15 +12,15 @@ client that stops reading stops this handler instead of growing a buffer.
 from __future__ import annotations
 
 import contextlib
-import hmac
 from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from dispatcher.errors import InvalidArgument, NotFound, Unauthenticated
+from dispatcher.errors import InvalidArgument, Unauthenticated
 from dispatcher.relay.follow import DEFAULT_KEEPALIVE_INTERVAL, follow
 from dispatcher.relay.model import EventKind, Published, ResultEvent, ResultStore, ResultTooLarge
+from dispatcher.relay.routed import RoutedResultStore
 from dispatcher.relay.tokens import TaskTokens
 from dispatcher.rpc.handlers import Context, streaming, unary
 from dispatcher.v1 import result_pb2, result_pb2_grpc
@@ -65,21 +65,9 @@ class ResultServicer(result_pb2_grpc.ResultServiceServicer):
     ) -> None:
         if keepalive_interval <= 0:
             raise ValueError("keepalive_interval must be > 0")
-        self.store = store
+        # With a token scheme, routed tasks' streams open on first use (``relay.routed``).
+        self.store: ResultStore = RoutedResultStore(store, tokens) if tokens else store
         self.keepalive_interval = keepalive_interval
-        self.tokens = tokens
-
-    async def _open_missing(self, task_id: str, token: str | None = None) -> bool:
-        """Open a routed task's stream that Route could not open (the hot store was down
-        then): its token derives from the task id (``relay.tokens``). False when ``token``
-        is not that task's, or there is no token scheme: the task is then unknown."""
-        if self.tokens is None:
-            return False
-        expected = self.tokens.of(task_id)
-        if token is not None and not hmac.compare_digest(token, expected):
-            return False
-        await self.store.register(task_id, expected)
-        return True
 
     @unary
     async def Publish(
@@ -89,12 +77,7 @@ class ResultServicer(result_pb2_grpc.ResultServiceServicer):
             raise InvalidArgument("sequence", "must be >= 1")
         kind = _kind_of(request)
         try:
-            try:
-                published = await self._publish(request, kind)
-            except NotFound:
-                if not await self._open_missing(request.task_id):
-                    raise
-                published = await self._publish(request, kind)
+            published = await self._publish(request, kind)
         except ResultTooLarge as exc:
             # Not in rpc/status.py's table yet (see ResultTooLarge): RESOURCE_EXHAUSTED, and
             # deliberately no RetryInfo, since waiting does not make room.
@@ -114,23 +97,14 @@ class ResultServicer(result_pb2_grpc.ResultServiceServicer):
     ) -> AsyncIterator[result_pb2.ResultEvent]:
         if not request.result_token:
             raise Unauthenticated("result_token is required")
-        for last_try in (False, True):
-            sent = False
-            events = follow(
-                self.store,
-                request.task_id,
-                request.result_token,
-                request.after_event_id,
-                keepalive_interval=self.keepalive_interval,
-            )
-            try:
-                # aclosing: a cancelled call (client gone) leaves the store's wait at once.
-                async with contextlib.aclosing(events):
-                    async for event in events:
-                        sent = True
-                        yield KEEPALIVE if event is None else event_to_proto(event)
-                return
-            except NotFound:
-                task, token = request.task_id, request.result_token
-                if sent or last_try or not await self._open_missing(task, token):
-                    raise
+        events = follow(
+            self.store,
+            request.task_id,
+            request.result_token,
+            request.after_event_id,
+            keepalive_interval=self.keepalive_interval,
+        )
+        # aclosing: a cancelled call (client gone) leaves the store's wait at once.
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield KEEPALIVE if event is None else event_to_proto(event)

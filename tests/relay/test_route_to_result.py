@@ -161,12 +161,12 @@ async def test_the_gateway_inside_serve_relays_a_routed_tasks_result(
     assert (frame["kind"], frame["payload"]) == ("final", "done")
 
 
-async def test_a_task_route_could_not_open_is_opened_on_first_use_with_its_derived_token(
+async def test_a_routed_tasks_stream_opens_on_first_use_with_its_derived_token(
     hot_store: str,
 ) -> None:
-    """While the hot store is down a Route still succeeds but cannot open the task's result
-    stream; the worker's Publish and the caller's AwaitResult open it, since the token derives
-    from the task id. A token that is not the task's finds nothing."""
+    """Route writes nothing for a task's result stream: the worker's Publish or the caller's
+    AwaitResult opens it, since the token derives from the task id. A token that is not the
+    task's is refused without saying whether the task exists."""
     tokens = TaskTokens(b"0123456789abcdef0123456789abcdef")
     server = grpc.aio.server()
     servicer = ResultServicer(MemoryResultStore(), keepalive_interval=0.05, tokens=tokens)
@@ -181,7 +181,7 @@ async def test_a_task_route_could_not_open_is_opened_on_first_use_with_its_deriv
             )
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await wrong.read()
-            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+            assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
             await publish_final(channel, "published-first", b"done", "text/plain")
             awaited = results.AwaitResult(
                 result_pb2.AwaitResultRequest(
