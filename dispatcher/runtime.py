@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from dispatcher import config as cfg
 from dispatcher import intake
 from dispatcher.backends import Backends, open_backends, redact_url, sqlite_file_of
-from dispatcher.errors import FailedPrecondition
+from dispatcher.errors import BackendUnavailable, FailedPrecondition
 from dispatcher.fleet.hub import DirectiveHub
 from dispatcher.fleet.memory import MemoryClusterRegistry
 from dispatcher.fleet.model import UsageReport
@@ -193,6 +193,24 @@ class Runtime:
         runtime._start_loops()
         return runtime
 
+    async def sync_settings(self) -> bool:
+        """Apply the operator settings the durable ledger holds; True if any changed."""
+        weights = await self.durable.route_weights()
+        breakers = await self.durable.breaker_settings()
+        return self.router.apply_settings(weights, breakers)
+
+    async def _sync_settings_forever(self) -> None:
+        """Once per heartbeat interval: what any replica's operator set applies here too."""
+        interval = self.config.routing.heartbeat_interval
+        while not self._stop.is_set():
+            try:
+                if await self.sync_settings():
+                    log.info("operator settings applied")
+            except BackendUnavailable as exc:  # keep the last ones until SQL answers
+                log.warning("operator settings not read", reason=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+
     def _start_loops(self) -> None:
         self._tasks = []
         if self.config.durable.consumer == "embedded":
@@ -204,6 +222,7 @@ class Runtime:
                 self.router.refresh_forever(self._stop, refresh_interval(self.config)),
                 name="fleet-refresh",
             ),
+            asyncio.create_task(self._sync_settings_forever(), name="operator-settings"),
         ]
 
     async def apply_usage(self, cluster_id: str, reports: Sequence[UsageReport]) -> list[str]:

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from dispatcher import config as cfg
 from dispatcher.errors import InvalidArgument, QuotaExhausted
@@ -41,11 +42,13 @@ from dispatcher.ledger.events import EventKind
 from dispatcher.logs import get_logger
 from dispatcher.metrics import Metrics
 from dispatcher.relay.tokens import TaskTokens
+from dispatcher.router.settings import with_operator_settings
 from dispatcher.router.view import FleetView, serving_pools
 from dispatcher.routing.breaker import BreakerState
 from dispatcher.routing.engine import Engine, EngineSettings
 from dispatcher.routing.model import Choice, Decision, Outcome, Request
 from dispatcher.routing.sticky import Pin
+from dispatcher.watch import WatchEvent, WatchHub, WatchKind
 
 log = get_logger(__name__)
 
@@ -114,6 +117,7 @@ class Router:
         engine: Engine | None = None,
         *,
         tokens: TaskTokens | None = None,
+        watch: WatchHub | None = None,
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -121,6 +125,7 @@ class Router:
         self.sessions = sessions
         self.metrics = metrics
         self.tokens = tokens
+        self.watch = watch or WatchHub()
         self.engine = engine or Engine(config, EngineSettings.from_config(config.routing))
         self.view = FleetView(c.id for c in config.clusters if c.forbidden)
         self.estimates = EstimateBook(self._default_estimate)
@@ -167,6 +172,27 @@ class Router:
                 "open_until": t.open_until,
             }
             await self.ledger.record(EventKind.BREAKER, None, (), data)
+            self.watch.publish(
+                WatchEvent(
+                    WatchKind.BREAKER,
+                    f"{t.key}: {t.before.value} -> {t.after.value} "
+                    f"(failure rate {t.failure_rate:.1%})",
+                    agent_version=t.key,
+                    attributes={"from": t.before.value, "to": t.after.value},
+                )
+            )
+
+    def apply_settings(
+        self,
+        weights: Mapping[str, Mapping[str, float]],
+        breakers: Mapping[str, Mapping[str, Any]],
+    ) -> bool:
+        """Operator weights and breaker thresholds over the config file; True if changed."""
+        effective = with_operator_settings(self.config, weights, breakers)
+        if effective == self.engine.config:
+            return False
+        self.engine.reconfigure(effective)
+        return True
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -216,6 +242,8 @@ class Router:
             self.metrics.decisions.labels(outcome, choice.cluster_id, choice.backend).inc()
             if reservation.spilled_from:
                 self.metrics.spillovers.labels(reservation.spilled_from.split(CHOICE_SEP)[0]).inc()
+            if self.watch.watching:
+                self._publish_routed(outcome, choice, reservation, handover)
         return Routed(
             decision.outcome if decision.outcome is Outcome.FALLBACK else Outcome.ROUTED,
             choice,
@@ -226,6 +254,46 @@ class Router:
             handover_from=handover,
             result_token=token,
         )
+
+    def _publish_routed(
+        self, outcome: str, choice: Choice, reservation: Reservation, handover: str | None
+    ) -> None:
+        at = {"backend": choice.backend, "lane": choice.lane, "outcome": outcome}
+        at["reservation_id"] = reservation.reservation_id
+        pools = ",".join(reservation.pool_ids)
+        cluster, version = choice.cluster_id, choice.version
+        self.watch.publish(
+            WatchEvent(
+                WatchKind.DECISION,
+                f"{outcome.lower()} to {choice.cluster_id} ({choice.backend}, {choice.lane})",
+                pool_id=pools,
+                attributes=at,
+                cluster_id=cluster,
+                agent_version=version,
+            )
+        )
+        if reservation.spilled_from:
+            first = reservation.spilled_from.split(CHOICE_SEP)[0]
+            self.watch.publish(
+                WatchEvent(
+                    WatchKind.SPILLOVER,
+                    f"{first} full: spilled to {choice.cluster_id}",
+                    pool_id=pools,
+                    attributes={"from_cluster": first, **at},
+                    cluster_id=cluster,
+                    agent_version=version,
+                )
+            )
+        if handover:
+            self.watch.publish(
+                WatchEvent(
+                    WatchKind.HANDOVER,
+                    f"session moved from {handover} to {choice.cluster_id}",
+                    attributes={"from_cluster": handover, **at},
+                    cluster_id=cluster,
+                    agent_version=version,
+                )
+            )
 
     def _ledger_candidates(
         self, choices: Sequence[Choice], estimate: TokenEstimate
@@ -297,6 +365,14 @@ class Router:
         )
         if ejection is not None:
             log.warning("cluster ejected", cluster=choice.cluster_id, until=ejection.until)
+            self.watch.publish(
+                WatchEvent(
+                    WatchKind.EJECTION,
+                    f"{choice.cluster_id} ejected after consecutive errors",
+                    cluster_id=choice.cluster_id,
+                    attributes={"until": f"{ejection.until:.3f}"},
+                )
+            )
         agent = choice.version.split("@", 1)[0]
         self.estimates.learn(agent, usage)
 

@@ -60,6 +60,12 @@ class CircuitBreaker:
         self._probes_allowed = 0
         self.transitions: list[Transition] = []
 
+    def respec(self, spec: BreakerSpec) -> None:
+        """New thresholds (an operator's SetBreaker); state and recent calls are kept, the
+        newest ``spec.window`` of them."""
+        self.spec = spec
+        self._window = deque(self._window, maxlen=spec.window)
+
     def state(self, now: float) -> BreakerState:
         self._advance(now)
         return self._state
@@ -202,6 +208,14 @@ class BreakerBoard:
         breaker = self._breakers.get(key)
         # No breaker yet = no outcome seen yet = closed; creating one per request costs a dict.
         return True if breaker is None else breaker.allow(now)
+
+    def respec(self, spec_for: Callable[[str], BreakerSpec]) -> None:
+        """Thresholds from ``spec_for`` from now on, for existing breakers too."""
+        self._spec_for = spec_for
+        for key, breaker in self._breakers.items():
+            spec = spec_for(key)
+            if spec != breaker.spec:
+                breaker.respec(spec)
 
     def would_allow(self, key: str, now: float) -> bool:
         breaker = self._breakers.get(key)

@@ -128,6 +128,17 @@ class Engine:
             self.load.forget(cluster_id)
             self._eligible.clear()
 
+    def reconfigure(self, config: DispatcherConfig) -> None:
+        """Routes and agents as an operator changed them (weights, breaker thresholds).
+        A changed route's split starts over; breakers keep their state."""
+        old = self.config
+        self.config = config
+        for name in list(self._splits):
+            if old.routes.get(name) != config.routes.get(name):
+                del self._splits[name]
+        self._agents.clear()
+        self.breakers.respec(lambda key: config.agent_spec(key).breaker)
+
     def set_blocked_pools(self, pools: Iterable[str]) -> None:
         """Quota pools the ledger reports blocked (429 retry-after); clusters drawing only on
         blocked pools are filtered as ``quota_blocked``."""

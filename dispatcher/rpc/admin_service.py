@@ -1,9 +1,10 @@
 """AdminService: what operators see and change.
 
-Reads need the ``read`` role, changes the ``admin`` role (``rpc/auth.py``). Built so far:
-quota per pool, clusters, drain / undrain, pool limits (persisted in the durable ledger,
-applied to the shared hot store at once), breakers, sessions and explain (a dry-run Route).
-Weights, breaker thresholds and watch answer UNIMPLEMENTED naming the capability.
+Reads need the ``read`` role, changes the ``admin`` role (``rpc/auth.py``): quota per
+pool, clusters, drain / undrain, pool limits (persisted in the durable ledger, applied to the
+shared hot store at once), route weights and breaker thresholds (persisted, applied here at
+once and by every replica within one heartbeat, ``router.settings``), breakers, sessions,
+explain (a dry-run Route) and watch (this replica's live events, ``dispatcher.watch``).
 """
 
 from __future__ import annotations
@@ -12,22 +13,33 @@ import time
 from collections.abc import AsyncIterator, Mapping
 
 from dispatcher import config as cfg
-from dispatcher.errors import InvalidArgument, NotBuilt, NotFound
+from dispatcher.errors import InvalidArgument, NotFound
 from dispatcher.fleet.hub import Drain
 from dispatcher.fleet.model import ClusterState
 from dispatcher.fleet.sessions import SessionRecord
 from dispatcher.ledger import PoolSnapshot
 from dispatcher.ledger.admission import check_limits
+from dispatcher.logs import get_logger
+from dispatcher.router.settings import breaker_settings_dict
 from dispatcher.routing.breaker import BreakerState, CircuitBreaker
 from dispatcher.rpc import convert
+from dispatcher.rpc.admin_settings import (
+    breaker_settings_pb,
+    checked_weights,
+    known_agents,
+    merged_breaker,
+    weights_pb,
+)
 from dispatcher.rpc.auth import OperatorAuth
 from dispatcher.rpc.explain import explain_call, explanation_pb
 from dispatcher.rpc.handlers import Context, streaming, unary
 from dispatcher.rpc.status import duration_from_seconds
+from dispatcher.rpc.watch_convert import event_pb, watch_kind_of
 from dispatcher.runtime import Runtime
 from dispatcher.v1 import admin_pb2, admin_pb2_grpc, common_pb2, routing_pb2
+from dispatcher.watch import WatchEvent, WatchKind
 
-ROUTING = "routing engine"
+log = get_logger(__name__)
 DEFAULT_SESSIONS, MAX_SESSIONS = 100, 1000
 MAX_REASON_BYTES = 256
 
@@ -76,24 +88,13 @@ BREAKER_TO_PB = {
 def breaker_pb(breaker: CircuitBreaker, now: float) -> admin_pb2.BreakerStatus:
     state = breaker.state(now)  # first: moving to HALF_OPEN resets the window
     failure_rate, slow_rate = breaker.rates()
-    spec = breaker.spec
     status = admin_pb2.BreakerStatus(
         agent_version=breaker.key,
         state=BREAKER_TO_PB[state],
         failure_rate=failure_rate,
         slow_call_rate=slow_rate,
         calls=breaker.calls,
-        settings=admin_pb2.BreakerSettings(
-            agent=breaker.key,
-            failure_rate=spec.failure_rate,
-            slow_call_rate=spec.slow_call_rate,
-            slow_call_duration=duration_from_seconds(spec.slow_call_duration),
-            window=spec.window,
-            min_calls=spec.min_calls,
-            open_for=duration_from_seconds(spec.open_for),
-            max_open_for=duration_from_seconds(spec.max_open_for),
-            half_open_probes=spec.half_open_probes,
-        ),
+        settings=breaker_settings_pb(breaker.key, breaker.spec),
     )
     if breaker.open_until is not None:
         status.open_until.CopyFrom(convert.timestamp_of(breaker.open_until))
@@ -172,6 +173,15 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         # The hub reaches the cluster's stream if it is on this replica; streams on other
         # replicas see the registry's drain flag on their next heartbeat.
         self.runtime.hub.publish(cluster_id, Drain(drain, request.reason))
+        verb = "drained" if drain else "undrained"
+        self.runtime.router.watch.publish(
+            WatchEvent(
+                WatchKind.DRAIN,
+                f"{cluster_id} {verb}" + (f": {request.reason}" if request.reason else ""),
+                cluster_id=cluster_id,
+                attributes={"drain": str(drain).lower(), "reason": request.reason},
+            )
+        )
         return cluster_pb(state, time.time())
 
     @unary
@@ -198,6 +208,10 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         # Durable first: a limit the SQL ledger did not record would be lost on restart.
         await self.runtime.durable.set_pool_limits(spec.id, limits, updated_by=operator)
         snapshot = await self.runtime.ledger.set_limits(spec.id, limits)
+        changed = ", ".join(f"{d}={v:g}" for d, v in limits.items() if v is not None)
+        self.runtime.router.watch.publish(
+            WatchEvent(WatchKind.LIMITS, f"{spec.id}: {changed} by {operator}", pool_id=spec.id)
+        )
         degraded = bool(getattr(self.runtime.ledger, "degraded", False))
         return quota_pb(snapshot, spec, degraded)
 
@@ -240,13 +254,29 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def SetWeights(
         self, request: admin_pb2.SetWeightsRequest, context: Context
     ) -> admin_pb2.SetWeightsResponse:
-        raise NotBuilt(f"AdminService.SetWeights ({ROUTING})")
+        operator = self.auth.require(context, "admin")
+        weights = checked_weights(self.runtime.config, request.route, request.weights)
+        await self.runtime.durable.set_route_weights(request.route, weights)
+        await self.runtime.sync_settings()  # here at once; other replicas within a heartbeat
+        log.info("route weights set", route=request.route, weights=weights, operator=operator)
+        return weights_pb(request.route, self.runtime.router.engine.config.routes[request.route])
 
     @unary
     async def SetBreaker(
         self, request: admin_pb2.SetBreakerRequest, context: Context
     ) -> admin_pb2.BreakerSettings:
-        raise NotBuilt(f"AdminService.SetBreaker ({ROUTING})")
+        operator = self.auth.require(context, "admin")
+        agent = convert.required_id(request.settings.agent, "settings.agent")
+        engine = self.runtime.router.engine
+        seen = {b.key for b in engine.breakers}
+        seen |= {v for t in engine.targets.values() for v in t.candidate.versions}
+        if agent not in known_agents(self.runtime.config, seen):
+            raise NotFound("agent", agent)
+        spec = merged_breaker(engine.config.agent_spec(agent).breaker, request.settings)
+        await self.runtime.durable.set_breaker_settings(agent, breaker_settings_dict(spec))
+        await self.runtime.sync_settings()
+        log.info("breaker thresholds set", agent=agent, operator=operator)
+        return breaker_settings_pb(agent, spec)
 
     @unary
     async def Explain(
@@ -261,5 +291,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def Watch(
         self, request: admin_pb2.WatchRequest, context: Context
     ) -> AsyncIterator[admin_pb2.Event]:
-        raise NotBuilt(f"AdminService.Watch ({ROUTING})")
-        yield  # pragma: no cover - makes this an async generator
+        """This replica's live events (``dispatcher.watch``) until the caller leaves."""
+        self.auth.require(context, "read")
+        kinds = frozenset(watch_kind_of(t, f"types[{i}]") for i, t in enumerate(request.types))
+        async with self.runtime.router.watch.watch(kinds) as watcher:
+            async for event in watcher.events():
+                yield event_pb(event)

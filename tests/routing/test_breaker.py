@@ -167,3 +167,16 @@ def test_asking_whether_a_half_open_breaker_would_allow_uses_up_no_probe() -> No
     probes = [breaker.allow(half_open_at) for _ in range(SPEC.half_open_probes + 1)]
     assert probes == [True] * SPEC.half_open_probes + [False]
     assert not breaker.would_allow(half_open_at)
+
+
+def test_new_thresholds_keep_the_recent_calls_and_judge_the_next_one_by_the_new_rate() -> None:
+    """An operator's SetBreaker: 4 failures in 99 stay closed at 5 %; with the threshold at
+    4 % and a window of 50 (the newest 50 kept, all 4 failures among them), the next call
+    is judged on 4/50 and trips it."""
+    breaker = CircuitBreaker("v", SPEC)
+    fill(breaker, failures=4, calls=99)
+    assert breaker.state(0.0) is BreakerState.CLOSED
+    breaker.respec(SPEC.model_copy(update={"failure_rate": 0.04, "window": 50}))
+    assert breaker.calls == 50  # the newest 50 (4 failures among them, the last ones)
+    breaker.record(ok=True, duration=1.0, now=0.0)
+    assert breaker.state(0.0) is BreakerState.OPEN

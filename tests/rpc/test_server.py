@@ -1,4 +1,4 @@
-"""The server's surface over a real socket: health, reflection, and honest UNIMPLEMENTED."""
+"""The server's surface over a real socket: health, reflection, lifecycle."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from dispatcher.ledger.fallback import FailoverLedger
 from dispatcher.ledger.redis_backend import RedisLedger
 from dispatcher.rpc.health_client import check_health
 from dispatcher.server import SERVICE_NAMES, DispatcherServer
-from dispatcher.v1 import admin_pb2, admin_pb2_grpc
 from tests.rpc.conftest import embedded_config
 
 EXPECTED_SERVICES = {
@@ -55,41 +54,6 @@ async def test_reflection_serves_file_descriptors(channel: grpc.aio.Channel) -> 
     replies = [reply async for reply in stub.ServerReflectionInfo(iter([request]))]
     protos = replies[0].file_descriptor_response.file_descriptor_proto
     assert protos, replies[0]
-
-
-@pytest.mark.parametrize(
-    ("call", "capability"),
-    [
-        (
-            lambda ch: admin_pb2_grpc.AdminServiceStub(ch).SetBreaker(
-                admin_pb2.SetBreakerRequest()
-            ),
-            "AdminService.SetBreaker",
-        ),
-        (
-            lambda ch: admin_pb2_grpc.AdminServiceStub(ch).SetWeights(
-                admin_pb2.SetWeightsRequest(route="chat")
-            ),
-            "AdminService.SetWeights",
-        ),
-    ],
-)
-async def test_unbuilt_rpcs_answer_unimplemented_naming_the_capability(
-    channel: grpc.aio.Channel, call: object, capability: str
-) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call(channel)  # type: ignore[operator]
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert capability in (caught.value.details() or "")
-
-
-async def test_unbuilt_stream_answers_unimplemented(channel: grpc.aio.Channel) -> None:
-    stream = admin_pb2_grpc.AdminServiceStub(channel).Watch(admin_pb2.WatchRequest())
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in stream:
-            pass
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "AdminService.Watch" in (caught.value.details() or "")
 
 
 async def test_stop_marks_not_serving_before_closing(tmp_path: Path) -> None:
