@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,6 +22,14 @@ pools:
     refund_unused: false
   - id: openai/org-x
     tpm: 100000
+routes:
+  chat-default:
+    backends:
+      - {name: llama3-local, weight: 90}
+      - {name: gpt-4o, weight: 10}
+agents:
+  auditor:
+    fallback: auditor-basic
 auth:
   operator_tokens:
     viewer: {token: read-token, role: read}
@@ -118,3 +129,72 @@ def test_health_reports_every_service(server: str, capsys: pytest.CaptureFixture
     code, out, _ = ctl(capsys, "--server", server, "-o", "json", "health")
     assert code == 0
     assert set(json.loads(out).values()) == {"SERVING"}
+
+
+def test_weights_set_replaces_the_routes_weights(
+    server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("--server", server, "--token", "admin-token", "-o", "json", "weights", "set")
+    code, out, err = ctl(capsys, *args, "chat-default", "llama3-local=1", "gpt-4o=3")
+    assert code == 0, err
+    reply = json.loads(out)
+    assert {w["backend"]: w["weight"] for w in reply["weights"]} == {
+        "llama3-local": 1,
+        "gpt-4o": 3,
+    }
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (("chat-default", "llama3-local=0", "gpt-4o=0"), 1, "INVALID_ARGUMENT: weights"),
+        (("chat-default", "claude=4"), 1, "weights[0].backend"),
+        (("no-route", "gpt-4o=1"), 1, "NOT_FOUND"),
+        (("chat-default", "gpt-4o=-5"), 2, "expected BACKEND=WEIGHT"),
+    ],
+    ids=["sum to zero", "unknown backend", "unknown route", "negative"],
+)
+def test_bad_weights_are_one_line_and_a_non_zero_exit(
+    server: str, capsys: pytest.CaptureFixture[str], args: tuple[str, ...], code: int, needle: str
+) -> None:
+    got, _, err = ctl(capsys, "--server", server, "--token", "admin-token", "weights", "set", *args)
+    assert got == code
+    assert len(err.strip().splitlines()) == 1
+    assert needle in err
+
+
+def test_breakers_set_changes_the_thresholds_given(
+    server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ("--server", server, "--token", "admin-token", "-o", "json", "breakers", "set")
+    code, out, err = ctl(capsys, *args, "auditor", "--failure-rate", "0.2", "--open-for", "45")
+    assert code == 0, err
+    reply = json.loads(out)
+    assert (reply["failure_rate"], reply["open_for"], reply["window"]) == (0.2, "45s", 200)
+    code, _, err = ctl(capsys, *args, "auditor", "--failure-rate", "1.5")
+    assert code == 1
+    assert "settings.failure_rate" in err
+
+
+def test_watch_prints_events_as_json_lines(server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """A real ``dispatchctl watch`` process; the test keeps making a LIMITS event (setting a
+    limit to its configured value changes nothing) until the watcher has printed one."""
+    cmd = [shutil.which("dispatchctl") or "dispatchctl", "--server", server, "--token"]
+    cmd += ["read-token", "-o", "json", "watch", "--type", "limits", "--count", "1"]
+    watcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 20
+        change = ("--server", server, "--token", "admin-token", "limits", "set")
+        while watcher.poll() is None:
+            assert time.monotonic() < deadline, "the watcher printed nothing"
+            assert ctl(capsys, *change, "azure/eastus2/gpt-4o", "tpm=450000")[0] == 0
+            time.sleep(0.1)  # pacing the retries, not waiting for a result
+        out, _ = watcher.communicate(timeout=10)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    (line,) = out.strip().splitlines()
+    event = json.loads(line)
+    assert (event["type"], event["pool_id"]) == ("limits", "azure/eastus2/gpt-4o")
+    assert watcher.returncode == 0

@@ -9,6 +9,9 @@
     sessions [--cluster C]        sticky sessions and their pinned clusters (up to --limit)
     drain CLUSTER [--reason R]    stop new work to a cluster; undrain CLUSTER lets it back
     limits set POOL DIM=VALUE...  change a pool's limits (e.g. tpm=300000 rpm=1800)
+    weights set ROUTE B=W...      replace a route's backend weights (e.g. llama3-local=90)
+    breakers set AGENT --FLAG V   change an agent's breaker thresholds (only those given)
+    watch [--type T] [--count N]  live decisions, spillovers, trips, handovers, drains
     explain ROUTE --agent A       why Route would pick what it picks: every candidate with its
         [--task-class C]          filter reason and score (a dry run: nothing is reserved)
         [--session KEY] [--input-tokens N] [--max-output-tokens N]
@@ -28,7 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
 
-from dispatcher.cli import render
+from dispatcher.cli import ctl_changes, render
 from dispatcher.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from dispatcher.rpc.health_client import check_health
 from dispatcher.server import SERVICE_NAMES
@@ -78,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     limits_set = limits_commands.add_parser("set", help="change a pool's limits")
     limits_set.add_argument("pool")
     limits_set.add_argument("limits", nargs="+", metavar="DIM=VALUE")
+    ctl_changes.add_commands(commands, breakers)
     explain = commands.add_parser("explain", help="dry-run a route: every candidate and why")
     explain.add_argument("route")
     explain.add_argument("--agent", required=True, help="agent name, or agent@version to pin")
@@ -154,6 +158,8 @@ async def cmd_clusters(channel: grpc.aio.Channel, args: argparse.Namespace) -> i
 
 
 async def cmd_breakers(channel: grpc.aio.Channel, args: argparse.Namespace) -> int:
+    if args.breakers_command == "set":
+        return await ctl_changes.cmd_set_breaker(channel, args, metadata(args))
     stub = admin_pb2_grpc.AdminServiceStub(channel)
     reply = await stub.ListBreakers(
         admin_pb2.ListBreakersRequest(agent=args.agent),
@@ -222,6 +228,8 @@ COMMANDS: dict[str, Command] = {
     "undrain": cmd_drain,
     "limits": cmd_limits,
     "explain": cmd_explain,
+    "weights": lambda channel, args: ctl_changes.cmd_weights(channel, args, metadata(args)),
+    "watch": lambda channel, args: ctl_changes.cmd_watch(channel, args, metadata(args)),
 }
 
 
