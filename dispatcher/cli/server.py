@@ -5,6 +5,7 @@
     dispatcher migrate [--config FILE] [--database-url URL] [--revision REV]
     dispatcher gateway [--config FILE] [--listen HOST:PORT] [--redis-url URL]
     dispatcher journal [--config FILE] [--redis-url URL] [--database-url URL]
+    dispatcher demo [--duration N] [--rate R] [--json]
 
 With no flags ``serve`` runs the embedded default: in-memory hot store and a SQLite ledger at
 ``var/dispatcher.sqlite3``. Flags override the environment, which overrides the config file.
@@ -77,10 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
     journal.add_argument("--log-format", choices=("json", "console"))
     journal.add_argument("--log-level", choices=("debug", "info", "warning", "error"))
 
+    demo = commands.add_parser(
+        "demo", help="the whole system in one process: clusters, load and a scripted story"
+    )
+    demo.add_argument("--duration", type=positive_seconds, default=60.0, help="seconds (60)")
+    demo.add_argument("--rate", type=positive_seconds, default=20.0, help="Routes per second")
+    demo.add_argument("--json", action="store_true", help="headless: print a JSON summary")
+
     migrate = commands.add_parser("migrate", help="upgrade the durable ledger's schema")
     _add_config_flags(migrate)
     migrate.add_argument("--revision", default="head", help="target revision (default head)")
     return parser
+
+
+def positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> DispatcherConfig:
@@ -119,6 +134,10 @@ def _migrate(config: DispatcherConfig, revision: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from dispatcher.demo.cli import demo_main
+
+        return demo_main(args.duration, args.rate, args.json)
     try:
         config = config_from_args(args)
         configure_logging(config.server.log_format, config.server.log_level)
