@@ -15,28 +15,31 @@ def pool_spec(specs: Mapping[str, PoolSpec], pool_id: str) -> PoolSpec:
         raise NotFound("pool", pool_id) from None
 
 
-def plan(
-    request: ReserveRequest, specs: Mapping[str, PoolSpec]
-) -> tuple[str, list[dict[str, Cost]]]:
-    """The request's quota family and each candidate's cost per pool.
+def request_family(request: ReserveRequest, specs: Mapping[str, PoolSpec]) -> str:
+    """The one quota family every candidate of ``request`` draws on.
 
     All candidates of one request must draw on one family: a reservation is decided in one
     atomic step, and in Redis that step can only touch one hash slot.
     """
-    families: set[str] = set()
-    costs: list[dict[str, Cost]] = []
-    for cand in request.candidates:
-        per_pool = {}
-        for pid in cand.pool_ids:
-            spec = pool_spec(specs, pid)
-            families.add(spec.family)
-            per_pool[pid] = spec.cost(cand.estimate)
-        costs.append(per_pool)
+    families = {pool_spec(specs, pid).family for c in request.candidates for pid in c.pool_ids}
     if len(families) > 1:
         raise InvalidArgument(
             "candidates", f"pools span quota families {sorted(families)}; one family per request"
         )
-    return families.pop(), costs
+    return families.pop()
+
+
+def plan(
+    request: ReserveRequest, specs: Mapping[str, PoolSpec]
+) -> tuple[str, list[dict[str, Cost]]]:
+    """The request's quota family and each candidate's cost per pool (the Redis backend
+    needs only the family: its script prices the candidates itself)."""
+    family = request_family(request, specs)
+    costs = [
+        {pid: specs[pid].cost(cand.estimate) for pid in cand.pool_ids}
+        for cand in request.candidates
+    ]
+    return family, costs
 
 
 def check_limits(limits: Mapping[str, float | None]) -> dict[str, float | None]:

@@ -44,7 +44,9 @@ class Batcher(Generic[In, Out]):
             task = asyncio.create_task(self._drain())
             self._drains.add(task)
             task.add_done_callback(self._drains.discard)
-        return await asyncio.wait_for(future, timeout)
+        # asyncio.timeout, not wait_for: no wrapper per call on a path taken by every Route.
+        async with asyncio.timeout(timeout):
+            return await future
 
     async def _drain(self) -> None:
         while self._queue:

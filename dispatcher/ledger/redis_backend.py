@@ -33,7 +33,7 @@ from dispatcher.errors import (
     NotFound,
 )
 from dispatcher.ledger import bucket
-from dispatcher.ledger.admission import check_limits, check_outcome, plan, pool_spec
+from dispatcher.ledger.admission import check_limits, check_outcome, pool_spec, request_family
 from dispatcher.ledger.batcher import Batcher
 from dispatcher.ledger.events import EventKind, JournalEvent
 from dispatcher.ledger.model import (
@@ -234,7 +234,7 @@ class RedisLedger:
     # -- reservations ---------------------------------------------------------------------
 
     async def reserve(self, request: ReserveRequest) -> Reservation | Denial:
-        family, _ = plan(request, self._specs)
+        family = request_family(request, self._specs)
         try:
             # One deadline for queueing behind earlier batches and for this batch's call.
             return await self._batchers[family].submit(request, timeout=self._wait_s)
