@@ -156,7 +156,11 @@ class DispatcherServer:
         )
         agent_pb2_grpc.add_AgentServiceServicer_to_server(self._agents, server)
         admin_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(runtime, OperatorAuth(operator_tokens(self.config))), server
+            AdminServicer(
+                runtime,
+                OperatorAuth(operator_tokens(self.config), self.config.auth.operator_certificates),
+            ),
+            server,
         )
         result_pb2_grpc.add_ResultServiceServicer_to_server(
             ResultServicer(

@@ -54,6 +54,12 @@ class DispatcherConfig(Section):
         for name, agent in self.agents.items():
             if agent.fallback == name:
                 raise config_problem("must name another agent", "agents", name, "fallback")
+        if self.auth.operator_certificates and self.tls.client_ca_file is None:
+            raise config_problem(
+                "client certificates need mutual TLS (tls.client_ca_file)",
+                "auth",
+                "operator_certificates",
+            )
         if self.durable.consumer == "external" and self.hot_store.url.startswith("memory:"):
             raise config_problem(
                 "an external consumer needs a Redis hot store (memory:// lives in one process)",

@@ -151,6 +151,9 @@ class AuthConfig(Section):
     """Credentials; every value is a ``SecretStr`` so it never reaches a log line."""
 
     operator_tokens: dict[Name, OperatorToken] = Field(default_factory=dict)
+    # Operators who authenticate with a client certificate (mutual TLS, ``tls.client_ca_file``):
+    # the certificate's common name -> its role. A token, when sent, is checked first.
+    operator_certificates: dict[Name, Literal["read", "admin"]] = Field(default_factory=dict)
     agent_tokens: dict[Name, Annotated[SecretStr, Field(min_length=1)]] = Field(
         default_factory=dict
     )
