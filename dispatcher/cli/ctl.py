@@ -12,13 +12,14 @@
     weights set ROUTE B=W...      replace a route's backend weights (e.g. llama3-local=90)
     breakers set AGENT --FLAG V   change an agent's breaker thresholds (only those given)
     watch [--type T] [--count N]  live decisions, spillovers, trips, handovers, drains
+    completion bash|zsh|tcsh      a shell completion script (e.g. >> ~/.bashrc)
     explain ROUTE --agent A       why Route would pick what it picks: every candidate with its
         [--task-class C]          filter reason and score (a dry run: nothing is reserved)
         [--session KEY] [--input-tokens N] [--max-output-tokens N]
 
-The server comes from ``--server``, else ``DISPATCHCTL_SERVER``, else 127.0.0.1:50051; the
-operator token from ``--token``, else ``DISPATCHCTL_TOKEN``. Every failure prints one line
-and exits 1 (2 for a usage error).
+The server, the operator token and TLS files come from flags, else the environment, else a
+config file (``cli.ctl_config``), else 127.0.0.1:50051 in plaintext. Every failure prints one
+line and exits 1 (2 for a usage error).
 """
 
 from __future__ import annotations
@@ -26,19 +27,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 from collections.abc import Awaitable, Callable, Sequence
 
 import grpc
+import shtab
 
-from dispatcher.cli import ctl_changes, render
+from dispatcher.cli import ctl_changes, ctl_config, render
 from dispatcher.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail
 from dispatcher.rpc.health_client import check_health
 from dispatcher.server import SERVICE_NAMES
 from dispatcher.v1 import admin_pb2, admin_pb2_grpc, common_pb2, routing_pb2
 
 PROGRAM = "dispatchctl"
-DEFAULT_SERVER = "127.0.0.1:50051"
 
 Command = Callable[[grpc.aio.Channel, argparse.Namespace], Awaitable[int]]
 TASK_CLASSES = {
@@ -52,12 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROGRAM,
         description="Operate an agent-dispatcher.",
-        epilog="Environment: DISPATCHCTL_SERVER, DISPATCHCTL_TOKEN.",
+        epilog="Environment: DISPATCHCTL_SERVER, DISPATCHCTL_TOKEN, DISPATCHCTL_TLS_CA, "
+        "DISPATCHCTL_TLS_CERT, DISPATCHCTL_TLS_KEY, DISPATCHCTL_CONFIG.",
     )
-    parser.add_argument("--server", default=os.environ.get("DISPATCHCTL_SERVER", DEFAULT_SERVER))
-    parser.add_argument(
-        "--token", default=os.environ.get("DISPATCHCTL_TOKEN"), help="operator token"
-    )
+    ctl_config.add_flags(parser)
     parser.add_argument("--output", "-o", choices=("table", "json"), default="table")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds per call (default 5)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -82,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     limits_set.add_argument("pool")
     limits_set.add_argument("limits", nargs="+", metavar="DIM=VALUE")
     ctl_changes.add_commands(commands, breakers)
+    completion = commands.add_parser("completion", help="print a shell completion script")
+    completion.add_argument("shell", choices=("bash", "zsh", "tcsh"))
     explain = commands.add_parser("explain", help="dry-run a route: every candidate and why")
     explain.add_argument("route")
     explain.add_argument("--agent", required=True, help="agent name, or agent@version to pin")
@@ -242,14 +242,20 @@ def explain_rpc_error(error: grpc.aio.AioRpcError, server: str) -> str:
     return f"{code.name}: {error.details()}"
 
 
-async def run(args: argparse.Namespace) -> int:
-    async with grpc.aio.insecure_channel(args.server) as channel:
+async def run(args: argparse.Namespace, target: ctl_config.Connection) -> int:
+    async with target.channel() as channel:
         return await COMMANDS[args.command](channel, args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "completion":
+        print(shtab.complete(parser, args.shell))
+        return EXIT_OK
+    target = ctl_config.connection(args)
+    args.server, args.token = target.server, target.token
     try:
-        return asyncio.run(run(args))
+        return asyncio.run(run(args, target))
     except grpc.aio.AioRpcError as error:
         fail(PROGRAM, explain_rpc_error(error, args.server), EXIT_FAILED)

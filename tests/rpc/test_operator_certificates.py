@@ -4,6 +4,9 @@ lists certificates without mutual TLS is an error naming the field."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -86,3 +89,19 @@ def test_operator_certificates_without_mutual_tls_are_a_config_error(tmp_path: P
         embedded_config(tmp_path, **{"auth.operator_certificates": {"oncall": "admin"}})
     assert "auth.operator_certificates" in str(raised.value)
     assert "tls.client_ca_file" in str(raised.value)
+
+
+async def test_dispatchctl_authenticates_with_a_client_certificate(
+    server: DispatcherServer, pki: Pki
+) -> None:
+    cert, key = pki.client("viewer")
+    proc = await asyncio.create_subprocess_exec(
+        shutil.which("dispatchctl") or "dispatchctl",
+        *("--server", server.address, "--tls-ca", str(pki.ca)),
+        *("--tls-cert", str(cert), "--tls-key", str(key), "-o", "json", "quota"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert [p["pool_id"] for p in json.loads(out)["pools"]] == [POOL]
