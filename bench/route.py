@@ -375,7 +375,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     label = f"route-{r}"
                     await drive(dispatcher, args, route, args.callers, label, True, journal)
             await drive(dispatcher, args, light, args.p99_callers, "light", routed=True)
-        for server, name in ((dispatcher, "dispatcher"), (baseline, "empty")):
+        processes = [(dispatcher, "dispatcher"), (baseline, "empty")]
+        processes += [(journal, "journal")] if journal else []
+        for server, name in processes:
             if server.proc.poll() is not None:
                 errors.append(f"{name} server exited early ({server.proc.returncode})")
     for name, phase in (("route", route), ("empty", empty), ("light", light)):

@@ -11,8 +11,7 @@ The tree (``rpc/status.py`` maps each leaf to one gRPC status code)::
     ├── QuotaExhausted                 no candidate has room: retry_after, per-candidate reasons
     ├── Unauthenticated                no or unknown credential
     ├── PermissionDenied               credential known but not allowed (other cluster's id)
-    ├── BackendUnavailable             Redis / SQL unreachable or past its deadline
-    └── NotBuilt                       a capability of the contract that is not implemented yet
+    └── BackendUnavailable             Redis / SQL unreachable or past its deadline
 
 Backends translate their library's exceptions into these at their boundary
 (``raise BackendUnavailable(...) from exc``); nothing above a backend sees redis or
@@ -91,11 +90,3 @@ class BackendUnavailable(DispatcherError):
         self.backend = backend
         self.reason = reason
         super().__init__(f"{backend} unavailable: {reason}")
-
-
-class NotBuilt(DispatcherError):
-    """Part of the wire contract whose capability is not implemented yet."""
-
-    def __init__(self, capability: str) -> None:
-        self.capability = capability
-        super().__init__(f"{capability} is not implemented yet")

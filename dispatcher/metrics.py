@@ -96,7 +96,11 @@ class Metrics:
         lag = await runtime.consumer.lag()
         if lag.pending is not None:
             self.journal_pending.set(lag.pending)
-        if lag.seconds_since_commit is not None:
+        if runtime.config.durable.consumer == "external":
+            # Commits happen in `dispatcher journal`, which exports this itself; a 0 here
+            # would read as healthy.
+            self.journal_commit_age.set(float("nan"))
+        elif lag.seconds_since_commit is not None:
             self.journal_commit_age.set(lag.seconds_since_commit)
 
     async def refresh_forever(self, runtime: Runtime, stop: asyncio.Event) -> None:

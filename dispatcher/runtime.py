@@ -35,10 +35,9 @@ from dispatcher.ledger.sql.redis_source import RedisJournalSource
 from dispatcher.ledger.sweeper import sweep
 from dispatcher.logs import get_logger
 from dispatcher.metrics import Metrics
-from dispatcher.relay import ResultStore, open_result_store
-from dispatcher.relay.factory import relay_settings
-from dispatcher.relay.routed import RoutedResultStore
-from dispatcher.relay.tokens import TaskTokens, shared_secret
+from dispatcher.relay import ResultStore
+from dispatcher.relay.factory import open_routed_store
+from dispatcher.relay.tokens import TaskTokens
 from dispatcher.router import Router
 
 log = get_logger(__name__)
@@ -126,11 +125,7 @@ async def open_relay(
     config: cfg.DispatcherConfig, backends: Backends
 ) -> tuple[ResultStore, TaskTokens]:
     """The result store and the token scheme every replica shares (``relay.tokens``)."""
-    secret = config.relay.token_secret
-    key = await shared_secret(secret.get_secret_value() if secret else None, backends.redis)
-    tokens = TaskTokens(key)
-    store = await open_result_store(config.hot_store.url, relay_settings(config))
-    return RoutedResultStore(store, tokens), tokens
+    return await open_routed_store(config, backends.redis)
 
 
 @dataclass
@@ -147,6 +142,7 @@ class Runtime:
     hub: DirectiveHub = field(default_factory=DirectiveHub)
     metrics: Metrics = field(default_factory=Metrics)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _settings_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     @classmethod
@@ -190,14 +186,21 @@ class Runtime:
             router=Router(config, ledger, registry, sessions, metrics, tokens=tokens),
             metrics=metrics,
         )
+        try:
+            await runtime.sync_settings()  # operators' weights and thresholds from the start
+        except BaseException:
+            await runtime.aclose()
+            raise
         runtime._start_loops()
         return runtime
 
     async def sync_settings(self) -> bool:
-        """Apply the operator settings the durable ledger holds; True if any changed."""
-        weights = await self.durable.route_weights()
-        breakers = await self.durable.breaker_settings()
-        return self.router.apply_settings(weights, breakers)
+        """Apply the operator settings the durable ledger holds; True if any changed.
+        One at a time: the loop's read must not land after an operator's newer change."""
+        async with self._settings_lock:
+            weights = await self.durable.route_weights()
+            breakers = await self.durable.breaker_settings()
+            return self.router.apply_settings(weights, breakers)
 
     async def _sync_settings_forever(self) -> None:
         """Once per heartbeat interval: what any replica's operator set applies here too."""
@@ -208,6 +211,8 @@ class Runtime:
                     log.info("operator settings applied")
             except BackendUnavailable as exc:  # keep the last ones until SQL answers
                 log.warning("operator settings not read", reason=str(exc))
+            except Exception:  # a bad read must not end the loop that keeps replicas in step
+                log.exception("operator settings not applied")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), interval)
 

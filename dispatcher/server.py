@@ -57,6 +57,9 @@ GRPC_OPTIONS: Sequence[tuple[str, int]] = (
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    # gRPC sets SO_REUSEPORT by default: a second replica started on a taken port would
+    # share it silently, splitting callers between two unrelated in-memory dispatchers.
+    ("grpc.so_reuseport", 0),
 )
 
 
@@ -191,6 +194,8 @@ class DispatcherServer:
             await self._health.enter_graceful_shutdown()
             if self._agents is not None:
                 self._agents.close_streams()
+            if self._runtime is not None:
+                self._runtime.router.watch.close()
             await self._server.stop(grace)
             self._server = None
             log.info("stopped", grace_s=grace)

@@ -1,8 +1,9 @@
 """Live events of one replica for ``AdminService.Watch`` (``dispatchctl watch``, the demo).
 
 The router, the breakers and the admin service publish; each watcher has its own bounded
-queue. Publishing never waits: a watcher that cannot keep up loses its oldest events and is
-told how many (``dropped``), so a stalled terminal can never slow routing down. History is
+queue. Publishing never waits: a watcher that cannot keep up loses its oldest events (counted in
+``dropped``), so a stalled terminal can never slow routing down. ``close`` ends every
+watcher's stream, so a shutdown does not wait its grace period on open ``watch`` calls. History is
 the journal's business (SQL views); this is only the live tail.
 """
 
@@ -39,6 +40,9 @@ class WatchEvent:
     at: float = field(default_factory=time.time)
 
 
+CLOSED = WatchEvent(WatchKind.DRAIN, "the dispatcher is stopping")
+
+
 class Watcher:
     """One subscriber's queue; ``dropped`` counts events it lost by falling behind."""
 
@@ -56,8 +60,13 @@ class Watcher:
         self.queue.put_nowait(event)
 
     async def events(self) -> AsyncIterator[WatchEvent]:
-        while True:
-            yield await self.queue.get()
+        while (event := await self.queue.get()) is not CLOSED:
+            yield event
+
+    def close(self) -> None:
+        if self.queue.full():
+            self.queue.get_nowait()
+        self.queue.put_nowait(CLOSED)
 
 
 class WatchHub:
@@ -75,6 +84,11 @@ class WatchHub:
     def publish(self, event: WatchEvent) -> None:
         for watcher in self._watchers:
             watcher.offer(event)
+
+    def close(self) -> None:
+        """End every watcher's stream (the server is stopping)."""
+        for watcher in self._watchers:
+            watcher.close()
 
     @asynccontextmanager
     async def watch(self, kinds: frozenset[WatchKind] = frozenset()) -> AsyncIterator[Watcher]:

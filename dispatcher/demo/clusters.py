@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,10 +22,12 @@ from typing import Any
 import grpc
 from google.protobuf.duration_pb2 import Duration
 
+from dispatcher.demo.quota_check import QuotaCheck
 from dispatcher.demo.scenario import HEARTBEAT_S, ClusterPlan
 from dispatcher.v1 import agent_pb2, agent_pb2_grpc, common_pb2, routing_pb2, routing_pb2_grpc
 
 SERVICE_MEDIAN_S = 0.4
+ACK_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -35,8 +38,11 @@ class Outcomes:
 
 
 class SimCluster:
-    def __init__(self, plan: ClusterPlan, channel: grpc.aio.Channel, rng: random.Random) -> None:
+    def __init__(
+        self, plan: ClusterPlan, channel: grpc.aio.Channel, rng: random.Random, check: QuotaCheck
+    ) -> None:
         self.plan = plan
+        self.check = check
         self.channel = channel
         self.rng = rng
         self.boot_id = uuid.uuid4().hex[:12]
@@ -98,6 +104,10 @@ class SimCluster:
                 )
             )
         await self._stream.write(report)
+        async with asyncio.timeout(ACK_TIMEOUT_S):
+            await self._acked()
+
+    async def _acked(self) -> None:
         while True:
             directive = await self._stream.read()
             if directive is grpc.aio.EOF:
@@ -112,7 +122,7 @@ class SimCluster:
             async with self._lock:
                 try:
                     await self.report()
-                except (grpc.aio.AioRpcError, ConnectionError) as exc:
+                except (grpc.aio.AioRpcError, ConnectionError, TimeoutError) as exc:
                     self.errors.append(f"heartbeat: {exc}")
 
     # -- the workers ------------------------------------------------------------------------
@@ -146,9 +156,12 @@ class SimCluster:
         )
         stub: Any = routing_pb2_grpc.RoutingServiceStub(self.channel)
         try:
-            await stub.Settle(request, timeout=5.0)
+            reply = await stub.Settle(request, timeout=5.0)
         except grpc.aio.AioRpcError as exc:
             self.errors.append(f"settle {decision.reservation_id}: {exc.code().name}")
+            return
+        for charge in reply.refunded:
+            self.check.refund(charge.pool_id, time.time(), charge.cost.tokens)
 
     async def aclose(self) -> None:
         for task in list(self._tasks):

@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 
 from dispatcher.demo.clusters import SimCluster
+from dispatcher.demo.quota_check import QuotaCheck
 from dispatcher.demo.scenario import AGENT, ESTIMATE_TOKENS, ROUTE
 from dispatcher.v1 import common_pb2, routing_pb2, routing_pb2_grpc
 
 SESSIONS = 12
+LEASE_S = 60
 SESSION_SHARE = 0.3
 OUTCOME_NAMES = {
     routing_pb2.ROUTE_OUTCOME_ROUTED: "routed",
@@ -31,7 +34,6 @@ class LoadStats:
     spillovers: int = 0
     handovers: int = 0
     refused: int = 0  # RESOURCE_EXHAUSTED: no capacity anywhere, the caller retries later
-    admitted: Counter[str] = field(default_factory=Counter)  # reservations per pool
     errors: list[str] = field(default_factory=list)
     recent: list[str] = field(default_factory=list)
 
@@ -51,11 +53,13 @@ class LoadGenerator:
         clusters: Mapping[str, SimCluster],
         rate: float,
         rng: random.Random,
+        check: QuotaCheck,
     ) -> None:
         self.stub: Any = routing_pb2_grpc.RoutingServiceStub(channel)
         self.clusters = clusters
         self.rate = rate
         self.rng = rng
+        self.check = check
         self.stats = LoadStats()
         self._calls: set[asyncio.Task[None]] = set()
         self._n = 0
@@ -83,6 +87,7 @@ class LoadGenerator:
             estimate=common_pb2.TokenEstimate(
                 input_tokens=ESTIMATE_TOKENS[0], max_output_tokens=ESTIMATE_TOKENS[1]
             ),
+            lease=Duration(seconds=LEASE_S),
         )
 
     async def _route(self, n: int) -> None:
@@ -104,12 +109,13 @@ class LoadGenerator:
         stats.outcomes[OUTCOME_NAMES.get(decision.outcome, "other")] += 1
         if decision.cluster.id:
             stats.per_cluster[decision.cluster.id] += 1
+        # The server's admission time: the lease started then.
+        admitted_at = decision.lease_expires_at.ToNanoseconds() / 1e9 - LEASE_S
         for charge in decision.reserved:
-            stats.admitted[charge.pool_id] += 1
+            self.check.admit(charge.pool_id, admitted_at, charge.cost.tokens)
         if decision.spilled_from:
             stats.spillovers += 1
-            first = decision.spilled_from.split("|")[0]
-            stats.note(f"spillover: {first} full, routed to {decision.cluster.id}")
+            stats.note(f"spillover: {decision.spilled_from} full, routed to {decision.cluster.id}")
         if decision.handover_from:
             stats.handovers += 1
             stats.note(f"handover: {decision.handover_from} -> {decision.cluster.id}")

@@ -16,6 +16,7 @@ import grpc
 
 from dispatcher.demo.clusters import SimCluster
 from dispatcher.demo.load import LoadGenerator
+from dispatcher.demo.quota_check import QuotaCheck
 from dispatcher.demo.scenario import (
     AGENT,
     CLUSTERS,
@@ -36,7 +37,7 @@ class Observed:
     """What the demo saw besides the callers' answers."""
 
     breaker_trips: int = 0
-    peak_admitted: float = 0.0  # max share of a pool's bucket taken, over admitting pools
+    check: QuotaCheck = field(default_factory=QuotaCheck)
     quota: list[Any] = field(default_factory=list)
     script: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -66,7 +67,7 @@ class Demo:
             "breaker_trips": seen.breaker_trips,
             "handovers": stats.handovers,
             "refused": stats.refused,
-            "over_admission": round(seen.peak_admitted, 4),
+            "over_admission": round(seen.check.ratio(time.time()), 4),
             "errors": len(errors),
             "error_samples": errors[:5],
             "seconds": round(time.monotonic() - self.started, 1),
@@ -91,12 +92,15 @@ async def _play(
     rate: float,
     on_tick: Callable[[Demo], None] | None,
 ) -> Demo:
-    rng = random.Random(7)
-    clusters = {p.cluster_id: SimCluster(p, channel, rng) for p in CLUSTERS}
+    rng, observed = random.Random(7), Observed()
+    for pool in server.runtime.config.pools:
+        observed.check.start(pool.id, time.time(), pool.tpm or 0.0)
+    clusters = {p.cluster_id: SimCluster(p, channel, rng, observed.check) for p in CLUSTERS}
     for cluster in clusters.values():
         await cluster.connect()
     await server.runtime.router.refresh()
-    demo = Demo(server, channel, clusters, LoadGenerator(channel, clusters, rate, rng))
+    load = LoadGenerator(channel, clusters, rate, rng, observed.check)
+    demo = Demo(server, channel, clusters, load, observed)
     stop = asyncio.Event()
     background = [
         asyncio.create_task(demo.load.run(stop)),
@@ -141,7 +145,9 @@ async def _until(demo: Demo, second: float) -> None:
 
 async def _set_tpm(demo: Demo, pool_id: str, tpm: float) -> None:
     request = admin_pb2.SetLimitsRequest(pool_id=pool_id, limits={"tpm": tpm})
-    await demo.admin.SetLimits(request, timeout=5.0)
+    reply = await demo.admin.SetLimits(request, timeout=5.0)
+    room = next(d.remaining for d in reply.dimensions if d.name == "tpm")
+    demo.observed.check.limit_changed(pool_id, time.time(), room, tpm)
 
 
 async def _fail(demo: Demo, share: float) -> None:
@@ -162,16 +168,7 @@ async def _watch_breakers(demo: Demo) -> None:
 async def _sample_quota(
     demo: Demo, stop: asyncio.Event, on_tick: Callable[[Demo], None] | None
 ) -> None:
-    """How much of each pool's bucket is taken whenever it admitted something (> 1 would be
-    over-admission: the ledger admits only what the remaining quota covers), and
-    the live view's refresh.
-
-    Only pools that admitted since the last sample, under an unchanged limit, count: a
-    lowered limit can leave a pool above its new limit, which is not an admission, and such
-    a pool admits nothing until it has room again (the ledger's invariant, measured here).
-    """
-    admitted_before = dict(demo.load.stats.admitted)
-    limits_before: dict[str, list[float]] = {}
+    """The pools as the Admin API shows them, for the live view, and its refresh."""
     while not stop.is_set():
         try:
             reply = await demo.admin.GetQuota(admin_pb2.GetQuotaRequest(), timeout=5.0)
@@ -179,20 +176,6 @@ async def _sample_quota(
             demo.observed.errors.append(f"quota: {exc.code().name}")
         else:
             demo.observed.quota = list(reply.pools)
-            admitted_now = dict(demo.load.stats.admitted)
-            for pool in reply.pools:
-                limits = [dim.effective_limit for dim in pool.dimensions]
-                same_limits = limits_before.get(pool.pool_id) == limits
-                limits_before[pool.pool_id] = limits
-                admitted = admitted_now.get(pool.pool_id, 0) > admitted_before.get(pool.pool_id, 0)
-                if not (admitted and same_limits):
-                    continue
-                for dim in pool.dimensions:
-                    if dim.effective_limit > 0:
-                        # Taken from the bucket: what admissions (and usage) consumed.
-                        share = 1.0 - dim.remaining / dim.effective_limit
-                        demo.observed.peak_admitted = max(demo.observed.peak_admitted, share)
-            admitted_before = admitted_now
         if on_tick is not None:
             on_tick(demo)
         with contextlib.suppress(TimeoutError):

@@ -1,4 +1,4 @@
-"""Choosing a result store from a hot-store URL."""
+"""Choosing a result store from a hot-store URL, and the replicas' routed store."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ from urllib.parse import urlsplit
 
 from dispatcher.config import DispatcherConfig
 from dispatcher.errors import ConfigError
-from dispatcher.redis_client import is_redis_url
+from dispatcher.redis_client import AnyRedis, is_redis_url
 from dispatcher.relay.memory import MemoryResultStore
 from dispatcher.relay.model import RelaySettings, ResultStore
 from dispatcher.relay.redis_store import DEFAULT_NAMESPACE, RedisResultStore
+from dispatcher.relay.routed import RoutedResultStore
+from dispatcher.relay.tokens import TaskTokens, shared_secret
 
 
 def relay_settings(config: DispatcherConfig) -> RelaySettings:
@@ -30,3 +32,16 @@ async def open_result_store(
             "configuration", "hot_store.url", f"unsupported URL {url.split(':')[0]!r}"
         )
     return await RedisResultStore.open(url, settings, namespace)
+
+
+async def open_routed_store(
+    config: DispatcherConfig, redis: AnyRedis | None
+) -> tuple[RoutedResultStore, TaskTokens]:
+    """The store every replica (and the gateway) serves, opening routed tasks' streams on
+    first use, and the token scheme behind it: ``relay.token_secret``, else the secret the
+    replicas keep in ``redis``, else (embedded, no Redis) a fresh one."""
+    secret = config.relay.token_secret
+    key = await shared_secret(secret.get_secret_value() if secret else None, redis)
+    tokens = TaskTokens(key)
+    store = await open_result_store(config.hot_store.url, relay_settings(config))
+    return RoutedResultStore(store, tokens), tokens

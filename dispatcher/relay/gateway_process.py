@@ -15,11 +15,9 @@ from urllib.parse import urlsplit
 from dispatcher.backends import connect_redis
 from dispatcher.config import DispatcherConfig, split_host_port
 from dispatcher.errors import ConfigError
-from dispatcher.relay.factory import open_result_store, relay_settings
+from dispatcher.relay.factory import open_routed_store
 from dispatcher.relay.gateway import ResultGateway
 from dispatcher.relay.model import ResultStore
-from dispatcher.relay.routed import RoutedResultStore
-from dispatcher.relay.tokens import TaskTokens, shared_secret
 
 
 def gateway_for(config: DispatcherConfig, store: ResultStore) -> ResultGateway:
@@ -35,19 +33,6 @@ def gateway_for(config: DispatcherConfig, store: ResultStore) -> ResultGateway:
     )
 
 
-async def open_routed_store(config: DispatcherConfig) -> ResultStore:
-    """The replicas' result store, opening routed tasks' streams on first use with the
-    token secret they share (configured, or the one they keep in Redis)."""
-    secret = config.relay.token_secret
-    redis = await connect_redis(config.hot_store.url, config.hot_store.connect_timeout)
-    try:
-        key = await shared_secret(secret.get_secret_value() if secret else None, redis)
-    finally:
-        await redis.aclose()
-    store = await open_result_store(config.hot_store.url, relay_settings(config))
-    return RoutedResultStore(store, TaskTokens(key))
-
-
 async def run_gateway(config: DispatcherConfig) -> None:
     """Serve until SIGTERM or SIGINT; a ConfigError when the hot store is not shared."""
     if urlsplit(config.hot_store.url).scheme == "memory":
@@ -57,7 +42,11 @@ async def run_gateway(config: DispatcherConfig) -> None:
             "the gateway process needs the replicas' Redis (memory:// lives inside one "
             "process: run `dispatcher serve --with-gateway` instead)",
         )
-    store = await open_routed_store(config)
+    redis = await connect_redis(config.hot_store.url, config.hot_store.connect_timeout)
+    try:
+        store, _ = await open_routed_store(config, redis)
+    finally:
+        await redis.aclose()  # the secret is read; the store holds its own connections
     gateway = gateway_for(config, store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -7,7 +7,8 @@ client cost, the largest part of a Route's) off every decision.
 
 A read of a stream that does not exist yet with a token that is not the task's is
 PermissionDenied, like a read of an existing one: without the token nobody learns whether
-a task exists.
+a task exists. Only a first read (no ``after``) opens: a stream that expired under a reader
+stays gone, so the reader gets NotFound instead of waiting on a new, empty stream.
 """
 
 from __future__ import annotations
@@ -46,6 +47,10 @@ class RoutedResultStore:
         try:
             return await self.store.read(task_id, token, after, limit)
         except NotFound:
+            if after:
+                # The reader saw events, so the stream existed and has expired since:
+                # opening it again would have the reader wait for ever on an empty one.
+                raise
             expected = self.tokens.of(task_id)
             if not hmac.compare_digest(token, expected):
                 raise PermissionDenied(f"wrong result token for task {task_id}") from None

@@ -23,7 +23,6 @@ STATUS_BY_ERROR: dict[type[errors.DispatcherError], grpc.StatusCode] = {
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.BackendUnavailable: grpc.StatusCode.UNAVAILABLE,
-    errors.NotBuilt: grpc.StatusCode.UNIMPLEMENTED,
 }
 
 

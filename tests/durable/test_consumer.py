@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import select
 
 from dispatcher.errors import BackendUnavailable
-from dispatcher.ledger.events import JournalEvent
+from dispatcher.ledger.events import EventKind, JournalEvent
 from dispatcher.ledger.journal import MemoryJournal
 from dispatcher.ledger.sql.consumer import Backoff, EventSink, JournalConsumer
 from dispatcher.ledger.sql.engine import EVENTS, DurableLedger, open_engine
@@ -200,3 +200,49 @@ async def test_stop_interrupts_a_backoff_at_once() -> None:
     consumer.stop()
     await asyncio.wait_for(task, 2)
     assert await journal_.pending() == 1
+
+
+async def test_a_consumer_behind_never_lingers_and_a_trickle_does() -> None:
+    """A backlog drains batch after batch (each smaller than ``batch``, as reads split
+    across streams are); only a read of fewer than ``linger_below`` events waits."""
+    journal_ = MemoryJournal()
+    for i in range(1000):
+        journal_.append(EventKind.RESERVED, T0, f"r{i}")
+
+    class Counting:
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        async def write_events(self, events: Sequence[JournalEvent]) -> int:
+            self.sizes.append(len(events))
+            if sum(self.sizes) == 1003:
+                consumer.stop()
+            return len(events)
+
+    class SplitAcrossTwoStreams:
+        """Reads return half a batch, as RedisJournalSource's do with two streams."""
+
+        async def read(self, batch: int, block_ms: int) -> list[JournalEvent]:
+            return await journal_.read(batch // 2, block_ms)
+
+        async def ack(self, event_ids: Sequence[str]) -> None:
+            await journal_.ack(event_ids)
+
+        async def pending(self) -> int:
+            return await journal_.pending()
+
+    sink = Counting()
+    consumer = JournalConsumer(SplitAcrossTwoStreams(), sink, batch=200, linger_below=64)
+    lingered: list[int] = []
+
+    async def linger() -> None:
+        lingered.append(sum(sink.sizes))
+        if len(lingered) == 1:
+            journal_.append(EventKind.RESERVED, T0, "late")  # what arrives while it waits
+
+    consumer._linger = linger  # type: ignore[method-assign]
+    for i in range(2):
+        journal_.append(EventKind.RESERVED, T0, f"trickle-{i}")
+    await asyncio.wait_for(consumer.run(), 10)
+    assert sink.sizes == [100] * 10 + [2, 1]  # the backlog, the trickle, then "late"
+    assert lingered[0] == 1002  # no pause before: the first is after the two-event trickle

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from dispatcher.ledger.redis_backend import RedisLedger
 from dispatcher.ledger.sql import migrate
 from dispatcher.ledger.sql.engine import DurableLedger, open_engine
-from tests.durable.conftest import eventually
+from tests.durable.conftest import closed_port, eventually
 from tests.ledger.helpers import one, spec
 from tests.serving import dispatcher_cmd, sqlite_url
 
@@ -24,9 +25,9 @@ pytestmark = pytest.mark.redis
 CONFIG = "pools:\n  - {id: p1, family: fam, tpm: 100000}\n"
 
 
-def start(tmp_path: Path, redis_url: str) -> subprocess.Popen[str]:
+def start(tmp_path: Path, redis_url: str, metrics_port: int) -> subprocess.Popen[str]:
     config = tmp_path / "dispatcher.yaml"
-    config.write_text(CONFIG)
+    config.write_text(f"{CONFIG}server: {{metrics_listen: '127.0.0.1:{metrics_port}'}}\n")
     cmd = dispatcher_cmd(
         *("journal", "--config", str(config), "--redis-url", redis_url),
         *("--database-url", sqlite_url(tmp_path), "--log-format", "json"),
@@ -35,12 +36,21 @@ def start(tmp_path: Path, redis_url: str) -> subprocess.Popen[str]:
         return subprocess.Popen(cmd, stderr=log, text=True)
 
 
+def scrape(port: int) -> str:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+            return str(reply.read().decode())
+    except OSError:
+        return ""  # not listening yet
+
+
 async def test_the_journal_process_copies_each_event_once_and_stops_on_sigterm(
     tmp_path: Path, redis_db: str
 ) -> None:
     await migrate.upgrade(sqlite_url(tmp_path))  # so this test may read before the child
     ledger = await RedisLedger.open(redis_db, [spec(tpm=100_000)])
-    proc = start(tmp_path, redis_db)
+    port = closed_port()
+    proc = start(tmp_path, redis_db, port)
     durable = DurableLedger(open_engine(sqlite_url(tmp_path)))
     try:
         held = [await ledger.reserve(one(f"r{i}")) for i in range(30)]
@@ -55,6 +65,11 @@ async def test_the_journal_process_copies_each_event_once_and_stops_on_sigterm(
         assert len({e.event_id for e in events}) == len(events) == 40
         released = await durable.reservation(held[0].reservation_id)  # type: ignore[union-attr]
         assert released.state == "released"
+
+        async def exported() -> bool:
+            return "dispatcher_journal_committed 40.0" in scrape(port)
+
+        await eventually(exported, timeout=20, what="the committed count on /metrics")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     finally:

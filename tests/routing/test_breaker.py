@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.config import BreakerSpec
+from dispatcher.config import BreakerSpec, load_config
+from dispatcher.router.settings import with_operator_settings
 from dispatcher.routing import Engine, Outcome
 from dispatcher.routing.breaker import BreakerState, CircuitBreaker, choose_version, version_chain
 from tests.routing.helpers import cluster, config, request
@@ -180,3 +181,15 @@ def test_new_thresholds_keep_the_recent_calls_and_judge_the_next_one_by_the_new_
     assert breaker.calls == 50  # the newest 50 (4 failures among them, the last ones)
     breaker.record(ok=True, duration=1.0, now=0.0)
     assert breaker.state(0.0) is BreakerState.OPEN
+
+
+def test_operator_thresholds_reach_versions_the_config_lists_apart() -> None:
+    config = load_config(
+        None,
+        env={},
+        overrides={"agents": {"auditor": {}, "auditor@16.4": {"breaker": {"failure_rate": 0.2}}}},
+    )
+    changed = with_operator_settings(config, {}, {"auditor": {"failure_rate": 0.5}})
+    assert changed.agent_spec("auditor@16.4").breaker.failure_rate == 0.5
+    assert changed.agent_spec("auditor@17").breaker.failure_rate == 0.5
+    assert with_operator_settings(config, {}, {"auditor": {"window": "x"}}) == config  # skipped

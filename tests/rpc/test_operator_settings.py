@@ -176,3 +176,14 @@ async def test_watch_streams_the_kinds_asked_for_as_they_happen(tmp_path: Path) 
         assert "patching" in drained.summary
         decisions.cancel()
         drains.cancel()
+
+
+async def test_stopping_the_server_ends_open_watch_streams(tmp_path: Path) -> None:
+    """An operator's open ``watch`` must not hold a shutdown for its whole grace period."""
+    async with replica(tmp_path) as (server, channel):
+        watching = admin(channel).Watch(admin_pb2.WatchRequest())
+        await until(lambda: len(server.runtime.router.watch) == 1)
+        stopping = asyncio.create_task(server.stop(grace=60))
+        assert await watching.read() is grpc.aio.EOF  # ended by the server, not cancelled
+        await asyncio.wait_for(stopping, 20)  # far less than the 60 s grace
+        assert await watching.code() == grpc.StatusCode.OK

@@ -7,16 +7,24 @@
 local now = clock()
 local n = tonumber(ARGV[3])
 local pool, save = family_pools(3 + n)
--- Every pool first: a missing one is reseeded and the whole batch sent again, which must
--- not find some of its releases already done.
-for _, id in ipairs(cjson.decode(ARGV[2])) do
-  if not pool(id) then return redis.error_reply('NOPOOL ' .. id) end
+
+-- Everything is checked before anything is written: a script that errors after a write
+-- keeps the write (Redis has no rollback), which would release some of the batch without
+-- saving the pools they credit.
+for i = 1, n do
+  local raw = redis.call('GET', KEYS[2 + i])
+  if raw then
+    local rec = cjson.decode(raw)
+    if rec.state == 'reserved' then
+      for _, id in ipairs(rec.pools) do
+        if not pool(id) then return redis.error_reply('NOPOOL ' .. id) end
+      end
+    end
+  end
 end
 
-local function release(key)
-  local raw = redis.call('GET', key)
-  if not raw then return {err = 'NORES'} end
-  local rec = cjson.decode(raw)
+local function release(key, rec)
+  if not rec then return {err = 'NORES'} end
   if rec.state == 'released' then return {replay = rec} end
   if rec.state ~= 'reserved' then return {err = 'STATE ' .. rec.state} end
   local refunded = {}
@@ -35,6 +43,11 @@ local function release(key)
 end
 
 local out = {}
-for i = 1, n do out[i] = release(KEYS[2 + i]) end
+for i = 1, n do
+  local key = KEYS[2 + i]
+  -- The same id twice in one batch: the second sees the first's release.
+  local raw = redis.call('GET', key)
+  out[i] = release(key, raw and cjson.decode(raw) or nil)
+end
 save()
 return cjson.encode(out)

@@ -82,6 +82,7 @@ class JournalConsumer:
         batch: int = 1000,
         block_ms: int = 500,
         linger_s: float = 0.05,
+        linger_below: int = 64,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -90,6 +91,7 @@ class JournalConsumer:
         self.batch = batch
         self.block_ms = block_ms
         self.linger_s = linger_s
+        self.linger_below = linger_below
         self.backoff = backoff or Backoff()
         self._clock = clock
         self._stopping = asyncio.Event()
@@ -104,16 +106,18 @@ class JournalConsumer:
         log.info("journal consumer started", batch=self.batch)
         try:
             while not self._stopping.is_set():
-                if 0 < await self.step() < self.batch:
+                if 0 < await self.step() < self.linger_below:
                     await self._linger()
         except _Stopped:
             pass
         log.info("journal consumer stopped", committed=self._committed)
 
     async def _linger(self) -> None:
-        """After a short batch, let events gather a moment: a commit (an fsync on SQLite)
-        costs about as much as the rows, so a trickle of one-event batches spent most of
-        its CPU committing. Lag grows by at most ``linger_s``, well inside its 1 s budget."""
+        """After a trickle (fewer than ``linger_below`` events), let events gather a moment:
+        a commit (an fsync on SQLite) costs about as much as the rows, so one-event batches
+        spent most of their CPU committing. Never after a batch that large: a consumer
+        behind (whose reads are split across the journal streams, so rarely a full
+        ``batch``) must not sleep. A trickle's lag grows by at most ``linger_s``."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), self.linger_s)
 
