@@ -127,3 +127,20 @@ async def test_refuses_an_unmigrated_shared_database(tmp_path: Path, fresh_pg_ur
     server = DispatcherServer(embedded_config(tmp_path, **{"durable.database_url": fresh_pg_url}))
     with pytest.raises(FailedPrecondition, match="dispatcher migrate"):
         await server.start()
+
+
+async def test_a_second_server_on_a_taken_port_fails_instead_of_sharing_it(
+    tmp_path: Path,
+) -> None:
+    """gRPC's default SO_REUSEPORT would let two dispatchers share a port silently."""
+    first = DispatcherServer(embedded_config(tmp_path / "a"))
+    await first.start()
+    try:
+        port = first.address.rsplit(":", 1)[1]
+        second = DispatcherServer(
+            embedded_config(tmp_path / "b", **{"server.listen": f"127.0.0.1:{port}"})
+        )
+        with pytest.raises(OSError, match="cannot listen"):
+            await second.start()
+    finally:
+        await first.stop(grace=0)
