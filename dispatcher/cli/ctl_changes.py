@@ -47,6 +47,16 @@ BREAKER_FLAGS = {
     "half_open_probes": int,
 }
 DURATIONS = ("slow_call_duration", "open_for", "max_open_for")
+BREAKER_HELP = {
+    "failure_rate": "trip above this share of failed calls, 0 < N <= 1 (default 0.05)",
+    "slow_call_rate": "trip above this share of slow calls, 0 < N <= 1",
+    "slow_call_duration": "seconds after which a call counts as slow",
+    "window": "calls in the sliding window",
+    "min_calls": "calls needed before the rates are judged (<= window)",
+    "open_for": "seconds to stay open before probing; doubles on each re-trip",
+    "max_open_for": "cap on that wait, seconds",
+    "half_open_probes": "calls let through while half-open",
+}
 
 
 def add_commands(commands: Any, breakers: argparse.ArgumentParser) -> None:
@@ -61,8 +71,8 @@ def add_commands(commands: Any, breakers: argparse.ArgumentParser) -> None:
     breakers_set = breaker_actions.add_parser("set", help="change an agent's thresholds")
     breakers_set.add_argument("agent")
     for name, kind in BREAKER_FLAGS.items():
-        unit = " (seconds)" if name in DURATIONS else ""
-        breakers_set.add_argument(f"--{name.replace('_', '-')}", type=kind, help=f"{name}{unit}")
+        flag = f"--{name.replace('_', '-')}"
+        breakers_set.add_argument(flag, type=kind, metavar="N", help=BREAKER_HELP[name])
 
     watch = commands.add_parser("watch", help="live events: decisions, spillovers, trips ...")
     watch.add_argument(

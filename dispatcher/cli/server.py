@@ -1,4 +1,5 @@
-"""``dispatcher``: run the server, migrate the durable ledger.
+"""``dispatcher``: run the server, migrate the durable ledger, run the gateway or the journal
+consumer on their own, or the demo.
 
     dispatcher serve [--config FILE] [--listen HOST:PORT] [--redis-url URL] [--database-url URL]
                       [--with-gateway]
@@ -81,8 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="the whole system in one process: clusters, load and a scripted story"
     )
-    demo.add_argument("--duration", type=positive_seconds, default=60.0, help="seconds (60)")
-    demo.add_argument("--rate", type=positive_seconds, default=20.0, help="Routes per second")
+    demo.add_argument("--duration", type=positive, default=60.0, help="seconds (default 60)")
+    demo.add_argument("--rate", type=positive, default=20.0, help="Routes per second (20)")
     demo.add_argument("--json", action="store_true", help="headless: print a JSON summary")
 
     migrate = commands.add_parser("migrate", help="upgrade the durable ledger's schema")
@@ -91,8 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def positive_seconds(text: str) -> float:
-    value = float(text)
+def positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError("must be > 0")
     return value
