@@ -22,6 +22,9 @@ from tests.clock import T0, FakeClock
 __all__ = ["T0", "FakeClock"]
 
 
+CONTRACT_DEADLINE_S = 2.0  # seconds a Redis call may take in contract tests
+
+
 @dataclass
 class Harness:
     ledger: Ledger
@@ -64,7 +67,10 @@ async def read_redis_journal(url: str) -> list[JournalEvent]:
 async def _redis(url: str, pools: Sequence[PoolSpec], clock: FakeClock) -> tuple[Ledger, Harness]:
     from dispatcher.ledger.redis_backend import RedisLedger
 
-    ledger = await RedisLedger.open(url, pools, test_clock=clock)
+    # The contract is about what is admitted, not how fast: a deadline of the production
+    # 250 ms fails 500 concurrent first calls (script load included) on a loaded CI machine.
+    # Deadlines have their own tests (test_failover, bench.ledger).
+    ledger = await RedisLedger.open(url, pools, test_clock=clock, timeout_s=CONTRACT_DEADLINE_S)
 
     async def journal() -> list[JournalEvent]:
         return await read_redis_journal(url)
