@@ -246,6 +246,8 @@ def snapshot(pool: PoolState, now: float) -> PoolSnapshot:
             remaining=max(0.0, st.level),
             debt=max(0.0, -st.level),
             refill_in=_refill_in(pool, dim, now),
+            observed_limit=st.observed,
         )
     blocked = pool.blocked_until if pool.blocked_until > now else None
-    return PoolSnapshot(pool.spec.id, now, blocked, dims)
+    observed = pool.observed_at if math.isfinite(pool.observed_at) else None
+    return PoolSnapshot(pool.spec.id, now, blocked, dims, observed)

@@ -349,6 +349,7 @@ class DimSnapshot:
     remaining: float
     debt: float
     refill_in: float
+    observed_limit: float | None = None  # the provider's limit, while below the configured one
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,3 +358,4 @@ class PoolSnapshot:
     at: float
     blocked_until: float | None
     dims: Mapping[str, DimSnapshot]
+    observed_at: float | None = None  # the last provider observation applied, if any

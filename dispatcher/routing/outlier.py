@@ -59,6 +59,13 @@ class OutlierDetector:
         record = self._records.get(cluster_id)
         return record is not None and now < record.until
 
+    def ejection(self, cluster_id: str, now: float) -> tuple[float | None, int]:
+        """(until when the cluster is ejected, or None; how many times it has been)."""
+        record = self._records.get(cluster_id)
+        if record is None:
+            return None, 0
+        return (record.until if now < record.until else None), record.times
+
     def next_change(self, now: float) -> float:
         """The earliest time after ``now`` an ejected cluster returns (``inf``: none)."""
         pending = [r.until for r in self._records.values() if r.until > now]

@@ -64,7 +64,28 @@ def quota_pb(snapshot: PoolSnapshot, spec: cfg.PoolSpec, degraded: bool) -> admi
         )
     if snapshot.blocked_until is not None and snapshot.blocked_until > snapshot.at:
         quota.blocked_until.CopyFrom(convert.timestamp_of(snapshot.blocked_until))
+    if snapshot.observed_at is not None:
+        quota.last_observation.CopyFrom(reading_pb(snapshot))
     return quota
+
+
+def reading_pb(snapshot: PoolSnapshot) -> admin_pb2.ProviderReading:
+    """What the ledger keeps of the last provider observation: when, and the limits it
+    lowered (-1: the provider reported none below the configured one). Remaining counts
+    are folded into the bucket, not kept apart, so they read -1."""
+
+    def observed(dim: str) -> int:
+        found = snapshot.dims.get(dim)
+        return round(found.observed_limit) if found and found.observed_limit else -1
+
+    assert snapshot.observed_at is not None
+    return admin_pb2.ProviderReading(
+        observed_at=convert.timestamp_of(snapshot.observed_at),
+        limit_tokens=observed("tpm"),
+        remaining_tokens=-1,
+        limit_requests=observed("rpm"),
+        remaining_requests=-1,
+    )
 
 
 def session_pb(record: SessionRecord) -> admin_pb2.Session:
@@ -163,7 +184,14 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self.auth.require(context, "read")
         now = time.time()
         states = sorted(await self.runtime.registry.list(), key=lambda s: s.id)
-        return admin_pb2.ListClustersResponse(clusters=[cluster_pb(s, now) for s in states])
+        reply = admin_pb2.ListClustersResponse(clusters=[cluster_pb(s, now) for s in states])
+        outliers = self.runtime.router.engine.outliers
+        for status in reply.clusters:  # this replica's view: ejections follow its settles
+            until, times = outliers.ejection(status.cluster.id, now)
+            status.times_ejected = times
+            if until is not None:
+                status.ejected_until.CopyFrom(convert.timestamp_of(until))
+        return reply
 
     async def _drain(self, request: admin_pb2.DrainRequest, drain: bool) -> admin_pb2.ClusterStatus:
         cluster_id = convert.required_id(request.cluster_id, "cluster_id")

@@ -73,3 +73,11 @@ def test_engine_ejects_on_settles_and_takes_the_cluster_back_later() -> None:
         routing.on_complete("a", "standard", version="auditor", ok=False, now=1.0)
     assert {routing.decide(request(), 2.0).cluster_id for _ in range(20)} == {"b"}
     assert "a" in {routing.decide(request(), 40.0).cluster_id for _ in range(40)}
+
+
+def test_ejection_reads_until_when_and_how_often() -> None:
+    detector = OutlierDetector(jitter=0.0)
+    assert detector.ejection("a", 0.0) == (None, 0)
+    fail(detector, "a", 5)
+    assert detector.ejection("a", 10.0) == (30.0, 1)
+    assert detector.ejection("a", 31.0) == (None, 1)

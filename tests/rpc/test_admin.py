@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import grpc
 import pytest
 from sqlalchemy import text
 
+from dispatcher.ledger import Observation
 from dispatcher.server import DispatcherServer
 from dispatcher.v1 import admin_pb2, admin_pb2_grpc, agent_pb2, agent_pb2_grpc, common_pb2
 from tests.agent.conftest import announce_report
@@ -183,3 +185,18 @@ async def test_operator_limits_survive_a_restart(tmp_path: Path) -> None:
             assert rows.scalar_one() == 1
     finally:
         await second.stop(grace=0)
+
+
+async def test_quota_shows_the_last_provider_observation(
+    server: DispatcherServer, admin: admin_pb2_grpc.AdminServiceStub
+) -> None:
+    before = await admin.GetQuota(admin_pb2.GetQuotaRequest(pool_ids=["openai/org-x"]))
+    assert not before.pools[0].HasField("last_observation")
+    seen = Observation(time.time(), limit_tokens=60_000, remaining_tokens=30_000)
+    await server.runtime.apply_observations("eu-west-1a", [("openai/org-x", seen)])
+    after = await admin.GetQuota(admin_pb2.GetQuotaRequest(pool_ids=["openai/org-x"]))
+    reading = after.pools[0].last_observation
+    assert reading.observed_at.ToNanoseconds() / 1e9 == pytest.approx(seen.observed_at, abs=1e-3)
+    assert (reading.limit_tokens, reading.limit_requests) == (60_000, -1)
+    tpm = next(d for d in after.pools[0].dimensions if d.name == "tpm")
+    assert tpm.effective_limit == pytest.approx(60_000)  # the lower limit is in force

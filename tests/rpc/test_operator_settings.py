@@ -21,7 +21,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 
 from dispatcher.server import DispatcherServer
-from dispatcher.v1 import admin_pb2
+from dispatcher.v1 import admin_pb2, common_pb2, routing_pb2
 from tests.rpc.route_helpers import FakeAgent, admin, route_request, routing, running
 
 POOL_ID = "openai/org-x"
@@ -187,3 +187,21 @@ async def test_stopping_the_server_ends_open_watch_streams(tmp_path: Path) -> No
         assert await watching.read() is grpc.aio.EOF  # ended by the server, not cancelled
         await asyncio.wait_for(stopping, 20)  # far less than the 60 s grace
         assert await watching.code() == grpc.StatusCode.OK
+
+
+async def test_list_clusters_shows_an_ejected_cluster(tmp_path: Path) -> None:
+    async with replica(tmp_path) as (_, channel):
+        stub = routing(channel)
+        decisions = [await stub.Route(route_request(f"bad-{i}")) for i in range(12)]
+        for decision in decisions:  # every task fails: some cluster hits five in a row
+            await stub.Settle(
+                routing_pb2.SettleRequest(
+                    reservation_id=decision.reservation_id,
+                    outcome=common_pb2.TASK_OUTCOME_FAILURE,
+                )
+            )
+        listed = await admin(channel).ListClusters(admin_pb2.ListClustersRequest())
+    ejected = [c for c in listed.clusters if c.HasField("ejected_until")]
+    assert len(ejected) == 1  # never the last healthy one
+    assert ejected[0].times_ejected == 1
+    assert ejected[0].ejected_until.ToNanoseconds() / 1e9 > time.time()
