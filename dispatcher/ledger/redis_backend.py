@@ -114,23 +114,20 @@ class RedisLedger:
         self._scripts: dict[str, AsyncScript] = {
             n: client.register_script(_lua(n)) for n in _SCRIPTS
         }
-        self._batchers = {
-            family: Batcher(
-                functools.partial(self._reserve_batch, family),
-                max_batch=max_batch,
-                max_inflight=max_inflight,
-            )
-            for family in self._families
-        }
+
+        def per_family(run: Callable[..., Any]) -> dict[str, Batcher[Any, Any]]:
+            return {
+                family: Batcher(
+                    functools.partial(run, family), max_batch=max_batch, max_inflight=max_inflight
+                )
+                for family in self._families
+            }
+
+        self._batchers: dict[str, Batcher[ReserveRequest, Reservation | Denial]]
+        self._batchers = per_family(self._reserve_batch)
         # Release is the other call every routed task makes: batched the same way.
-        self._release_batchers = {
-            family: Batcher(
-                functools.partial(self._release_batch, family),
-                max_batch=max_batch,
-                max_inflight=max_inflight,
-            )
-            for family in self._families
-        }
+        self._release_batchers: dict[str, Batcher[str, dict[str, Any]]]
+        self._release_batchers = per_family(self._release_batch)
 
     @classmethod
     async def open(
@@ -420,10 +417,9 @@ class RedisLedger:
             await self._scripts["record"](keys=[key], args=[self._now_arg(), *args])
 
     async def aclose(self) -> None:
-        for batcher in self._batchers.values():
-            await batcher.aclose()
-        for releases in self._release_batchers.values():
-            await releases.aclose()
+        for batchers in (self._batchers, self._release_batchers):
+            for batcher in batchers.values():
+                await batcher.aclose()
         await self._client.aclose()
 
 

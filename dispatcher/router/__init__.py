@@ -260,40 +260,21 @@ class Router:
     ) -> None:
         at = {"backend": choice.backend, "lane": choice.lane, "outcome": outcome}
         at["reservation_id"] = reservation.reservation_id
-        pools = ",".join(reservation.pool_ids)
-        cluster, version = choice.cluster_id, choice.version
-        self.watch.publish(
-            WatchEvent(
-                WatchKind.DECISION,
-                f"{outcome.lower()} to {choice.cluster_id} ({choice.backend}, {choice.lane})",
-                pool_id=pools,
-                attributes=at,
-                cluster_id=cluster,
-                agent_version=version,
+        pools, to = ",".join(reservation.pool_ids), choice.cluster_id
+
+        def publish(kind: WatchKind, summary: str, **extra: str) -> None:
+            attributes = {**extra, **at}
+            self.watch.publish(
+                WatchEvent(kind, summary, to, pools, choice.version, attributes=attributes)
             )
-        )
+
+        publish(WatchKind.DECISION, f"{outcome.lower()} to {to} ({choice.backend}, {choice.lane})")
         if reservation.spilled_from:
             first = reservation.spilled_from.split(CHOICE_SEP)[0]
-            self.watch.publish(
-                WatchEvent(
-                    WatchKind.SPILLOVER,
-                    f"{first} full: spilled to {choice.cluster_id}",
-                    pool_id=pools,
-                    attributes={"from_cluster": first, **at},
-                    cluster_id=cluster,
-                    agent_version=version,
-                )
-            )
+            publish(WatchKind.SPILLOVER, f"{first} full: spilled to {to}", from_cluster=first)
         if handover:
-            self.watch.publish(
-                WatchEvent(
-                    WatchKind.HANDOVER,
-                    f"session moved from {handover} to {choice.cluster_id}",
-                    attributes={"from_cluster": handover, **at},
-                    cluster_id=cluster,
-                    agent_version=version,
-                )
-            )
+            summary = f"session moved from {handover} to {to}"
+            publish(WatchKind.HANDOVER, summary, from_cluster=handover)
 
     def _ledger_candidates(
         self, choices: Sequence[Choice], estimate: TokenEstimate

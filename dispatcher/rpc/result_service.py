@@ -19,9 +19,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from dispatcher.errors import InvalidArgument, Unauthenticated
 from dispatcher.relay.follow import DEFAULT_KEEPALIVE_INTERVAL, follow
-from dispatcher.relay.model import EventKind, Published, ResultEvent, ResultStore, ResultTooLarge
-from dispatcher.relay.routed import RoutedResultStore
-from dispatcher.relay.tokens import TaskTokens
+from dispatcher.relay.model import EventKind, ResultEvent, ResultStore, ResultTooLarge
 from dispatcher.rpc.handlers import Context, streaming, unary
 from dispatcher.v1 import result_pb2, result_pb2_grpc
 
@@ -61,12 +59,10 @@ class ResultServicer(result_pb2_grpc.ResultServiceServicer):
         store: ResultStore,
         *,
         keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
-        tokens: TaskTokens | None = None,
     ) -> None:
         if keepalive_interval <= 0:
             raise ValueError("keepalive_interval must be > 0")
-        # With a token scheme, routed tasks' streams open on first use (``relay.routed``).
-        self.store: ResultStore = RoutedResultStore(store, tokens) if tokens else store
+        self.store = store  # the replicas' is a RoutedResultStore (``relay.factory``)
         self.keepalive_interval = keepalive_interval
 
     @unary
@@ -75,20 +71,20 @@ class ResultServicer(result_pb2_grpc.ResultServiceServicer):
     ) -> result_pb2.PublishResponse:
         if request.sequence < 1:
             raise InvalidArgument("sequence", "must be >= 1")
-        kind = _kind_of(request)
         try:
-            published = await self._publish(request, kind)
+            published = await self.store.publish(
+                request.task_id,
+                _kind_of(request),
+                request.payload,
+                request.content_type,
+                request.sequence,
+            )
         except ResultTooLarge as exc:
             # Not in rpc/status.py's table yet (see ResultTooLarge): RESOURCE_EXHAUSTED, and
             # deliberately no RetryInfo, since waiting does not make room.
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         return result_pb2.PublishResponse(
             event_id=published.event_id, duplicate=published.duplicate
-        )
-
-    async def _publish(self, request: result_pb2.PublishRequest, kind: EventKind) -> Published:
-        return await self.store.publish(
-            request.task_id, kind, request.payload, request.content_type, request.sequence
         )
 
     @streaming

@@ -13,6 +13,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from dispatcher.relay.memory import MemoryResultStore
+from dispatcher.relay.routed import RoutedResultStore
 from dispatcher.relay.tokens import TaskTokens
 from dispatcher.rpc.result_service import ResultServicer
 from dispatcher.server import DispatcherServer
@@ -169,7 +170,8 @@ async def test_a_routed_tasks_stream_opens_on_first_use_with_its_derived_token(
     task's is refused without saying whether the task exists."""
     tokens = TaskTokens(b"0123456789abcdef0123456789abcdef")
     server = grpc.aio.server()
-    servicer = ResultServicer(MemoryResultStore(), keepalive_interval=0.05, tokens=tokens)
+    store = RoutedResultStore(MemoryResultStore(), tokens)
+    servicer = ResultServicer(store, keepalive_interval=0.05)
     result_pb2_grpc.add_ResultServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
