@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 
 from dispatcher.ledger.sql import migrate
 from tests import redis_cluster
+from tests.tls import Pki, make_pki
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -151,3 +152,10 @@ def migrated_pg_url(database_url: str) -> Iterator[str]:
         yield url
     finally:
         asyncio.run(_drop_database(database_url, url))
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A CA, a server certificate and client certificates on demand (needs openssl: the
+    modules using it skip without)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))

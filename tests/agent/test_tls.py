@@ -17,14 +17,9 @@ from regional_agent.cli import dispatcher_serving
 from regional_agent.config import AgentTls
 from tests.agent.conftest import announce_report
 from tests.rpc.conftest import embedded_config, running
-from tests.tls import Pki, make_pki, openssl_missing
+from tests.tls import Pki, openssl_missing
 
 pytestmark = pytest.mark.skipif(openssl_missing(), reason="needs the openssl command")
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

@@ -18,15 +18,10 @@ from dispatcher.errors import ConfigError
 from dispatcher.server import DispatcherServer
 from dispatcher.v1 import admin_pb2, admin_pb2_grpc
 from tests.rpc.conftest import embedded_config, running
-from tests.tls import Pki, make_pki, openssl_missing
+from tests.tls import Pki, openssl_missing
 
 pytestmark = pytest.mark.skipif(openssl_missing(), reason="needs the openssl command")
 POOL = "openai/org-x"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
