@@ -19,6 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
 
 AnyRedis = Redis | RedisCluster
@@ -54,6 +57,10 @@ def client_from_url(
     ``options`` (e.g. ``decode_responses``) go to the client as they are."""
     options.update(socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
     if not is_cluster_url(url):
+        # After an outage every idle pooled connection is dead, and redis-py finds out only
+        # when a command fails on it: one retry on a fresh connection, for connection errors
+        # only (never a timeout, whose command may have run), keeps that from failing calls.
+        options.setdefault("retry", Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)))
         pool = BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=timeout_s, **options
         )

@@ -57,11 +57,13 @@ from dispatcher.ledger.redis_codec import (
     replayable,
     reservation_from_record,
 )
+from dispatcher.ledger.redis_pipe import ScriptPipe
 from dispatcher.redis_client import (
     REDIS_ERRORS,
     SERVER_TIME_LUA,
     AnyRedis,
     client_from_url,
+    is_cluster_url,
     seconds,
 )
 
@@ -97,8 +99,10 @@ class RedisLedger:
         max_inflight: int = 2,
         max_calls: int = 32,
         wait_s: float = 0.25,
+        pipe: ScriptPipe | None = None,
     ) -> None:
         self._client = client
+        self._pipe = pipe
         # A cluster client refuses a connection beyond its cap instead of waiting for one,
         # and a refusal would open the failover breaker under a mere burst: queue here.
         self._gate = asyncio.Semaphore(max_calls)
@@ -111,8 +115,9 @@ class RedisLedger:
         for p in pools:
             self._families.setdefault(p.family, []).append(p.id)
         self._test_clock = test_clock
+        self._texts = {n: _lua(n) for n in _SCRIPTS}
         self._scripts: dict[str, AsyncScript] = {
-            n: client.register_script(_lua(n)) for n in _SCRIPTS
+            n: client.register_script(text) for n, text in self._texts.items()
         }
 
         def per_family(run: Callable[..., Any]) -> dict[str, Batcher[Any, Any]]:
@@ -146,6 +151,8 @@ class RedisLedger:
         discovery included) gets ``connect_timeout_s``: it is not a routing call."""
         client = client_from_url(url, timeout_s=timeout_s, max_connections=max_connections)
         kwargs = {"max_calls": max_connections, "wait_s": timeout_s, **kwargs}
+        if not is_cluster_url(url):
+            kwargs.setdefault("pipe", ScriptPipe.from_url(url))
         ledger = cls(client, pools, **kwargs)
         try:
             await ledger._first_contact(connect_timeout_s)
@@ -208,6 +215,8 @@ class RedisLedger:
         try:
             async with asyncio.timeout_at(deadline):
                 yield
+        except ResponseError:
+            raise  # a script's own refusal: its caller reads the code
         except REDIS_ERRORS as exc:  # (builtin TimeoutError, the deadline's, is an OSError)
             raise BackendUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
         finally:
@@ -216,17 +225,30 @@ class RedisLedger:
     async def _call(self, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
         """Run a script; a missing pool is seeded again and the call retried once."""
         for attempt in (1, 2):
-            async with self._redis():
-                try:
-                    return await self._scripts[name](keys=keys, args=[self._now_arg(), *args])
-                except ResponseError as exc:
-                    code, _, detail = str(exc).partition(" ")
-                    if code in ("NORES", "STATE"):
-                        raise _Refused(code, detail) from exc
-                    if code != "NOPOOL" or attempt == 2:
-                        raise BackendUnavailable("redis", f"{name}: {exc}") from exc
+            try:
+                return await self._run_script(name, keys, [self._now_arg(), *args])
+            except ResponseError as exc:
+                code, _, detail = str(exc).partition(" ")
+                if code in ("NORES", "STATE"):
+                    raise _Refused(code, detail) from exc
+                if code != "NOPOOL" or attempt == 2:
+                    raise BackendUnavailable("redis", f"{name}: {exc}") from exc
             await self.seed_pools()
         raise AssertionError("unreachable")
+
+    async def _run_script(self, name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
+        script = self._scripts[name]
+        if self._pipe is None:  # a cluster: redis-py's client sends it to the slot's node
+            async with self._redis():
+                return await script(keys=keys, args=args)
+        # The pipelined connection has no pool to wait for: only the call's own deadline.
+        deadline = asyncio.get_running_loop().time() + self._wait_s
+        try:
+            return await self._pipe.call(script.sha, self._texts[name], keys, args, deadline)
+        except ResponseError:
+            raise
+        except REDIS_ERRORS as exc:  # (the deadline's TimeoutError is an OSError)
+            raise BackendUnavailable("redis", f"{name}: {type(exc).__name__}: {exc}") from exc
 
     # -- reservations ---------------------------------------------------------------------
 
@@ -420,6 +442,8 @@ class RedisLedger:
         for batchers in (self._batchers, self._release_batchers):
             for batcher in batchers.values():
                 await batcher.aclose()
+        if self._pipe is not None:
+            await self._pipe.aclose()
         await self._client.aclose()
 
 

@@ -23,14 +23,33 @@ class Recorder:
         return [item * 10 for item in items]
 
 
-async def test_concurrent_submits_share_batches_and_get_their_own_results() -> None:
+async def test_a_call_on_a_free_wire_goes_alone_and_those_behind_it_share_the_next_batch() -> None:
     recorder = Recorder()
     batcher = Batcher(recorder.run, max_batch=128, max_inflight=1)
     calls = [asyncio.create_task(batcher.submit(i)) for i in range(5)]
-    await asyncio.sleep(0)  # let the drain task start: every submit so far joins one batch
+    await asyncio.sleep(0)  # every task has submitted: the first is on the wire
+    assert recorder.batches == [[0]]
     recorder.release.set()
     assert await asyncio.gather(*calls) == [0, 10, 20, 30, 40]
-    assert recorder.batches == [[0, 1, 2, 3, 4]]
+    assert recorder.batches == [[0], [1, 2, 3, 4]]
+
+
+async def test_batches_never_exceed_max_batch_nor_max_inflight() -> None:
+    in_flight, most = 0, 0
+
+    async def run(items: Sequence[int]) -> list[int]:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.001)
+        in_flight -= 1
+        assert len(items) <= 8
+        return [item + 1 for item in items]
+
+    batcher = Batcher(run, max_batch=8, max_inflight=2)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(200)))
+    assert results == [i + 1 for i in range(200)]
+    assert most == 2
 
 
 async def test_a_failed_batch_fails_each_of_its_callers() -> None:

@@ -8,7 +8,7 @@ import json
 import multiprocessing
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
@@ -105,14 +105,15 @@ async def test_limits_set_at_runtime_survive_a_restart(redis_db: str) -> None:
 
 async def test_concurrent_reserves_share_script_calls(redis_db: str) -> None:
     ledger = await RedisLedger.open(redis_db, [spec(tpm=1_000_000)])
-    script = ledger._scripts["reserve"]
+    run_script = ledger._run_script
     batches: list[int] = []
 
-    async def counting(keys: list[str], args: list[str]) -> Any:
-        batches.append(len(json.loads(args[1])["reqs"]))
-        return await script(keys=keys, args=args)
+    async def counting(name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
+        if name == "reserve":
+            batches.append(len(json.loads(args[1])["reqs"]))
+        return await run_script(name, keys, args)
 
-    ledger._scripts["reserve"] = counting  # type: ignore[assignment]
+    ledger._run_script = counting  # type: ignore[method-assign]
     try:
         results = await asyncio.gather(*(ledger.reserve(one(f"r{i}")) for i in range(200)))
         assert all(isinstance(r, Reservation) for r in results)

@@ -1,0 +1,216 @@
+"""One pipelined connection for the ledger's script calls on a single Redis server.
+
+Every Route and Release is one script call, and redis-py's per-call machinery (a pooled
+connection taken and given back, a retry wrapper, a timeout, command packing in Python)
+costs more CPU than the script itself (DESIGN §10). This connection writes each call the
+moment it is made, without waiting for the replies before it, and matches replies to calls
+in order (Redis answers a connection's commands in the order it received them). Parsing is
+hiredis's, the library redis-py itself uses for it.
+
+Failure semantics are redis-py's: a call that gets no reply by its deadline closes the
+connection (whatever was pending on it fails with ``ConnectionError``: its effect is
+unknown, exactly as for a timed-out call), and the next call opens a new one. A NOSCRIPT
+reply (a restarted or flushed server) sends the script's text once with EVAL.
+
+Only single servers (``redis://``, ``rediss://``, ``unix://``): a cluster's calls must go to
+the node owning their slot, which redis-py's cluster client already does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import hiredis
+from redis._parsers.base import BaseParser
+from redis.asyncio.connection import RedisSSLContext, SSLConnection, parse_url
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+
+Arg = str | bytes | int | float
+
+
+def encode_command(args: Sequence[Arg]) -> bytes:
+    """One command in RESP: an array of bulk strings."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        raw = arg if isinstance(arg, bytes) else str(arg).encode()
+        parts.append(b"$%d\r\n%s\r\n" % (len(raw), raw))
+    return b"".join(parts)
+
+
+def _text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to connect, read from a ``redis://``, ``rediss://`` or ``unix://`` URL."""
+
+    host: str = "localhost"
+    port: int = 6379
+    path: str | None = None
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    ssl: Any = None  # an ssl.SSLContext for rediss://
+
+    @classmethod
+    def from_url(cls, url: str) -> Endpoint:
+        options = parse_url(url)
+        ssl_context = None
+        if options.get("connection_class") is SSLConnection:
+            ssl_context = RedisSSLContext(
+                keyfile=_text(options.get("ssl_keyfile")),
+                certfile=_text(options.get("ssl_certfile")),
+                cert_reqs=_text(options.get("ssl_cert_reqs")) or "required",
+                ca_certs=_text(options.get("ssl_ca_certs")),
+                check_hostname=bool(options.get("ssl_check_hostname", True)),
+            ).get()
+        return cls(
+            host=str(options.get("host", "localhost")),
+            port=int(options.get("port", 6379)),
+            path=_text(options.get("path")),
+            db=int(options.get("db", 0)),
+            username=_text(options.get("username")),
+            password=_text(options.get("password")),
+            ssl=ssl_context,
+        )
+
+    def handshake(self) -> list[bytes]:
+        """Commands that make a fresh connection this endpoint's: credentials, database."""
+        commands = []
+        if self.password is not None:
+            auth = [self.username, self.password] if self.username else [self.password]
+            commands.append(encode_command(["AUTH", *auth]))
+        if self.db:
+            commands.append(encode_command(["SELECT", self.db]))
+        return commands
+
+
+class _Protocol(asyncio.Protocol):
+    """Writes commands as they come; hands each reply to the oldest waiting future."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        # Error replies become the exceptions redis-py would raise for them (ResponseError
+        # with the "ERR " prefix stripped, NoScriptError, BusyLoadingError...).
+        self._reader = hiredis.Reader(replyError=BaseParser.parse_error)
+        self._pending: deque[asyncio.Future[Any]] = deque()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    @property
+    def usable(self) -> bool:
+        # An aborted transport is closing at once; connection_lost comes a loop turn later.
+        return self.transport is not None and not self.transport.is_closing()
+
+    def send(self, command: bytes) -> asyncio.Future[Any]:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise RedisConnectionError("connection to Redis closed")
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append(reply)
+        transport.write(command)
+        return reply
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+        while (reply := self._reader.gets()) is not False:
+            waiting = self._pending.popleft()
+            if not waiting.done():  # its caller may have given up on it
+                waiting.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        error = RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}")
+        while self._pending:
+            waiting = self._pending.popleft()
+            if not waiting.done():
+                waiting.set_exception(error)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class ScriptPipe:
+    """``await pipe.call(sha, text, keys, args, deadline)`` -> the script's reply.
+
+    ``deadline`` is a loop time; a call without its reply by then raises TimeoutError and
+    closes the connection. Error replies raise what redis-py raises for them (so callers read
+    a script's refusal codes as they do through redis-py), lost connections its
+    ``ConnectionError``.
+    """
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+        self._protocol: _Protocol | None = None
+        self._connecting = asyncio.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> ScriptPipe:
+        return cls(Endpoint.from_url(url))
+
+    async def call(
+        self, sha: str, text: str, keys: Sequence[str], args: Sequence[Arg], deadline: float
+    ) -> Any:
+        reply = await self._request(["EVALSHA", sha, len(keys), *keys, *args], deadline)
+        if isinstance(reply, NoScriptError):
+            reply = await self._request(["EVAL", text, len(keys), *keys, *args], deadline)
+        if isinstance(reply, RedisError):
+            raise reply
+        return reply
+
+    async def _request(self, command: Sequence[Arg], deadline: float) -> Any:
+        protocol = self._protocol
+        if protocol is None or not protocol.usable:
+            protocol = await self._connect(deadline)
+        reply = protocol.send(encode_command(command))
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await reply
+        except TimeoutError:
+            # Its reply may still come, behind which nothing can be trusted to be timely:
+            # start over on a new connection, as redis-py does after a socket timeout.
+            protocol.abort()
+            raise
+
+    async def _connect(self, deadline: float) -> _Protocol:
+        async with asyncio.timeout_at(deadline), self._connecting:
+            if self._protocol is not None and self._protocol.usable:
+                return self._protocol  # another caller connected while this one waited
+            protocol = await self._open()
+            try:
+                for command in self._endpoint.handshake():
+                    reply = await protocol.send(command)
+                    if isinstance(reply, RedisError):
+                        raise RedisConnectionError(f"Redis refused the connection: {reply}")
+            except BaseException:
+                protocol.abort()
+                raise
+            self._protocol = protocol
+            return protocol
+
+    async def _open(self) -> _Protocol:
+        loop, e = asyncio.get_running_loop(), self._endpoint
+        if e.path is not None:
+            _, protocol = await loop.create_unix_connection(_Protocol, e.path)
+        else:
+            _, protocol = await loop.create_connection(_Protocol, e.host, e.port, ssl=e.ssl)
+        return protocol
+
+    async def aclose(self) -> None:
+        protocol, self._protocol = self._protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(protocol.closed), 1.0)

@@ -1,0 +1,137 @@
+"""The pipelined script connection against a real Redis: replies in order, the URL's database,
+NOSCRIPT recovery, error replies, lost connections and deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from dispatcher.ledger.redis_pipe import Endpoint, ScriptPipe, encode_command
+from tests.ledger.proxy import Proxy
+
+pytestmark = pytest.mark.redis
+
+ECHO = "redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1]"
+REFUSE = "return redis.error_reply('NORES no such reservation')"
+
+
+def sha(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def soon(seconds: float = 2.0) -> float:
+    return asyncio.get_running_loop().time() + seconds
+
+
+@pytest.fixture
+async def pipe(redis_db: str) -> AsyncIterator[ScriptPipe]:
+    p = ScriptPipe.from_url(redis_db)
+    yield p
+    await p.aclose()
+
+
+def test_commands_are_encoded_as_resp_bulk_strings() -> None:
+    assert encode_command(["EVALSHA", "ab", 1, b"k\r\n"]) == (
+        b"*4\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$3\r\nk\r\n\r\n"
+    )
+
+
+def test_the_endpoint_comes_from_the_url() -> None:
+    e = Endpoint.from_url("redis://app:s3cret@cache.internal:6380/4")
+    assert (e.host, e.port, e.db) == ("cache.internal", 6380, 4)
+    assert (e.username, e.password) == ("app", "s3cret")
+    assert e.handshake() == [
+        encode_command(["AUTH", "app", "s3cret"]),
+        encode_command(["SELECT", 4]),
+    ]
+    assert Endpoint.from_url("unix:///run/redis.sock?db=2").path == "/run/redis.sock"
+    assert Endpoint.from_url("redis://h:6379/0").handshake() == []
+
+
+async def test_concurrent_calls_each_get_their_own_reply_in_the_urls_database(
+    pipe: ScriptPipe, redis_db: str
+) -> None:
+    replies = await asyncio.gather(
+        *(pipe.call(sha(ECHO), ECHO, [f"k{i}"], [f"v{i}"], soon()) for i in range(500))
+    )
+    assert replies == [f"v{i}".encode() for i in range(500)]
+    client = aioredis.Redis.from_url(redis_db)
+    try:
+        assert await client.get("k499") == b"v499"  # SELECTed the URL's database
+    finally:
+        await client.aclose()
+
+
+async def test_a_flushed_script_cache_is_refilled_by_sending_the_text(
+    pipe: ScriptPipe, redis_db: str
+) -> None:
+    assert await pipe.call(sha(ECHO), ECHO, ["k"], ["before"], soon()) == b"before"
+    client = aioredis.Redis.from_url(redis_db)
+    try:
+        await client.script_flush()
+    finally:
+        await client.aclose()
+    assert await pipe.call(sha(ECHO), ECHO, ["k"], ["after"], soon()) == b"after"
+
+
+async def test_an_error_reply_raises_as_redis_py_would(pipe: ScriptPipe) -> None:
+    with pytest.raises(ResponseError) as caught:
+        await pipe.call(sha(REFUSE), REFUSE, ["k"], [], soon())
+    assert str(caught.value) == "NORES no such reservation"  # "ERR " stripped, as redis-py does
+    assert await pipe.call(sha(ECHO), ECHO, ["k"], ["still fine"], soon()) == b"still fine"
+
+
+async def test_a_lost_connection_fails_the_call_and_the_next_one_reconnects(redis_db: str) -> None:
+    proxy = await Proxy(redis_db).start()
+    pipe = ScriptPipe.from_url(proxy.url)
+    try:
+        assert await pipe.call(sha(ECHO), ECHO, ["k"], ["up"], soon()) == b"up"
+        await proxy.cut()
+        with pytest.raises((RedisConnectionError, OSError)):
+            await pipe.call(sha(ECHO), ECHO, ["k"], ["down"], soon())
+        await proxy.start()
+        assert await pipe.call(sha(ECHO), ECHO, ["k"], ["back"], soon()) == b"back"
+    finally:
+        await pipe.aclose()
+        await proxy.cut()
+
+
+async def test_a_call_without_a_reply_by_its_deadline_times_out_and_drops_the_connection() -> None:
+    """A server that accepts and never answers: the caller gets TimeoutError at its deadline,
+    and the next call opens a new connection instead of queueing behind the silent one."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+        await reader.read()  # until the client goes away
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pipe = ScriptPipe.from_url(f"redis://127.0.0.1:{port}/0")
+    try:
+        for attempt in (1, 2):
+            with pytest.raises(TimeoutError):
+                await pipe.call(sha(ECHO), ECHO, ["k"], ["v"], soon(0.05))
+            assert len(accepted) == attempt
+    finally:
+        await pipe.aclose()
+        server.close()
+        for writer in accepted:
+            writer.close()
+        await server.wait_closed()
+
+
+async def test_refused_credentials_are_a_connection_error(redis_url: str) -> None:
+    """This Redis has no password: AUTH is refused, and the call says so."""
+    pipe = ScriptPipe.from_url(redis_url.replace("redis://", "redis://:wrong@", 1))
+    try:
+        with pytest.raises(RedisConnectionError, match="refused the connection"):
+            await pipe.call(sha(ECHO), ECHO, ["k"], ["v"], soon())
+    finally:
+        await pipe.aclose()
