@@ -23,7 +23,7 @@ import contextlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 from redis._parsers.base import BaseParser
@@ -104,8 +104,8 @@ class _Protocol(asyncio.Protocol):
         self._pending: deque[asyncio.Future[Any]] = deque()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's do not subclass asyncio.Transport, so no isinstance).
+        self.transport = cast(asyncio.Transport, transport)
 
     @property
     def usable(self) -> bool:

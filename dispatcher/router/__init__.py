@@ -53,6 +53,7 @@ from dispatcher.watch import WatchEvent, WatchHub, WatchKind
 log = get_logger(__name__)
 
 CHOICE_SEP = "|"
+RESERVABLE_MEMO_SIZE = 4096
 BREAKER_GAUGE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 
 
@@ -131,6 +132,9 @@ class Router:
         self.estimates = EstimateBook(self._default_estimate)
         self._backend_pools = {name: spec.pools for name, spec in config.backends.items()}
         self._pool_family = {p.id: p.quota_family for p in config.pools}
+        self._reservable_memo: dict[
+            tuple[tuple[str, ...], str], tuple[tuple[str, ...], str | None]
+        ] = {}
 
     def _default_estimate(self, agent: str) -> TokenEstimate:
         default = self.config.agent_spec(agent).default_estimate
@@ -286,14 +290,31 @@ class Router:
         for choice in choices:
             target = self.engine.targets.get(choice.cluster_id)
             cluster_pools = target.candidate.pool_ids if target else ()
-            pools = serving_pools(cluster_pools, choice.backend, self._backend_pools)
-            pools = tuple(p for p in pools if p in self._pool_family)
-            families = {self._pool_family[p] for p in pools}
-            if not pools or len(families) != 1 or (family and family not in families):
+            pools, pools_family = self._reservable(tuple(cluster_pools), choice.backend)
+            if pools_family is None or (family and family != pools_family):
                 continue
-            family = family or families.pop()
+            family = pools_family
             candidates.append(Candidate(encode_choice(choice), pools, estimate))
         return candidates
+
+    def _reservable(
+        self, cluster_pools: tuple[str, ...], backend: str
+    ) -> tuple[tuple[str, ...], str | None]:
+        """The configured pools a backend's tasks on such a cluster draw on, and their one
+        family (None: no pools, or several families). Memoised: it depends on the config and
+        the cluster's announced pools only, and every Route asks it for each candidate."""
+        key = (cluster_pools, backend)
+        known = self._reservable_memo.get(key)
+        if known is not None:
+            return known
+        pools = serving_pools(cluster_pools, backend, self._backend_pools)
+        pools = tuple(p for p in pools if p in self._pool_family)
+        families = {self._pool_family[p] for p in pools}
+        answer = (pools, families.pop() if pools and len(families) == 1 else None)
+        if len(self._reservable_memo) >= RESERVABLE_MEMO_SIZE:
+            self._reservable_memo.clear()  # announced pool sets changed a lot: start over
+        self._reservable_memo[key] = answer
+        return answer
 
     def _retry_after(self) -> float:
         return self.config.routing.heartbeat_interval

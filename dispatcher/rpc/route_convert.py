@@ -10,7 +10,7 @@ from dispatcher.ledger import TokenEstimate
 from dispatcher.router import CHOICE_SEP, RouteCall, Routed, split_version
 from dispatcher.routing.model import Outcome
 from dispatcher.rpc import convert
-from dispatcher.v1 import common_pb2, routing_pb2
+from dispatcher.v1 import routing_pb2
 
 MAX_SESSION_KEY_BYTES = 256
 MAX_ESTIMATE_TOKENS = 10_000_000  # far above any model's context; above it is a caller bug
@@ -80,9 +80,8 @@ def decision_pb(request_id: str, routed: Routed) -> routing_pb2.RouteDecision:
     if routed.choice is None or routed.reservation is None:
         return decision
     choice, reservation = routed.choice, routed.reservation
-    decision.cluster.CopyFrom(
-        common_pb2.ClusterRef(id=choice.cluster_id, region=routed.region, endpoint=routed.endpoint)
-    )
+    cluster = decision.cluster  # filled in place: no message built only to be copied
+    cluster.id, cluster.region, cluster.endpoint = choice.cluster_id, routed.region, routed.endpoint
     decision.backend = choice.backend
     decision.agent_version = choice.version
     decision.lane = convert.LANE_TO_PB[Lane(choice.lane)]
@@ -90,7 +89,7 @@ def decision_pb(request_id: str, routed: Routed) -> routing_pb2.RouteDecision:
     decision.task_id = reservation.reservation_id
     decision.result_token = routed.result_token
     decision.reserved.extend(convert.charges_pb(reservation.cost))
-    decision.lease_expires_at.CopyFrom(convert.timestamp_of(reservation.lease_expires_at))
+    decision.lease_expires_at.FromNanoseconds(int(reservation.lease_expires_at * 1e9))
     if reservation.spilled_from:
         decision.spilled_from = reservation.spilled_from.split(CHOICE_SEP)[0]
     return decision

@@ -56,6 +56,21 @@ local function save_pool(P)
   redis.call('HSET', P.key, unpack(args))
 end
 
+-- Reserve, settle, release and expiry move levels only (refresh, debit, credit, hold):
+-- write those fields alone, not the whole pool (no DEL, a third of the fields).
+local function save_levels(P)
+  local args = {}
+  for _, d in ipairs(DIMS) do
+    local s = P.dims[d]
+    if s then
+      table.insert(args, d .. '.lvl'); table.insert(args, num(s.lvl))
+      table.insert(args, d .. '.t'); table.insert(args, num(s.t))
+      table.insert(args, d .. '.held'); table.insert(args, num(s.held))
+    end
+  end
+  if #args > 0 then redis.call('HSET', P.key, unpack(args)) end
+end
+
 local function cap(P, d)
   local s = P.dims[d]
   local eff = s.lim
@@ -192,7 +207,7 @@ local function family_pools(first)
     end
     return pools[id]
   end, function()
-    for _, P in pairs(pools) do if P.dirty then save_pool(P) end end
+    for _, P in pairs(pools) do if P.dirty then save_levels(P) end end
   end
 end
 

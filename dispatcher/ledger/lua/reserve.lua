@@ -61,6 +61,6 @@ for n, r in ipairs(batch.reqs) do
   end
 end
 for _, P in ipairs(pools) do
-  if P.dirty then save_pool(P) end
+  if P.dirty then save_levels(P) end
 end
 return cjson.encode(out)
