@@ -75,3 +75,28 @@ async def test_a_caller_past_its_deadline_gets_timeout_and_its_item_is_never_sen
     assert await first == 10
     await batcher.aclose()
     assert recorder.batches == [[1]]
+
+
+async def test_a_caller_giving_up_on_the_wire_frees_it_for_those_behind() -> None:
+    """The call that went out alone times out: whoever queued behind it still gets sent
+    (the wire is not left counted as busy), and the late caller sees only its timeout."""
+    recorder = Recorder()
+    batcher = Batcher(recorder.run, max_inflight=1)
+    with pytest.raises(TimeoutError):
+        await batcher.submit(1, timeout=0.01)  # alone on the wire; no answer comes
+    recorder.release.set()
+    assert await batcher.submit(2, timeout=1.0) == 20
+    assert recorder.batches == [[1], [2]]
+
+
+async def test_shutdown_cancels_the_queued_callers() -> None:
+    recorder = Recorder()
+    batcher = Batcher(recorder.run, max_inflight=1)
+    first = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0)  # on the wire
+    queued = asyncio.create_task(batcher.submit(2))
+    await asyncio.sleep(0)
+    await batcher.aclose()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    first.cancel()

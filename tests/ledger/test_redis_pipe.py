@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 from collections.abc import AsyncIterator
 
 import pytest
@@ -52,6 +53,14 @@ def test_the_endpoint_comes_from_the_url() -> None:
     ]
     assert Endpoint.from_url("unix:///run/redis.sock?db=2").path == "/run/redis.sock"
     assert Endpoint.from_url("redis://h:6379/0").handshake() == []
+
+
+def test_rediss_urls_verify_the_server_unless_told_not_to() -> None:
+    verified = Endpoint.from_url("rediss://cache.internal:6380/0").ssl
+    assert verified.verify_mode == ssl.CERT_REQUIRED and verified.check_hostname
+    unverified = Endpoint.from_url("rediss://cache.internal:6380/0?ssl_cert_reqs=none").ssl
+    assert unverified.verify_mode == ssl.CERT_NONE
+    assert Endpoint.from_url("redis://cache.internal:6379/0").ssl is None
 
 
 async def test_concurrent_calls_each_get_their_own_reply_in_the_urls_database(
