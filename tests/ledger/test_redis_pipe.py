@@ -57,7 +57,8 @@ def test_the_endpoint_comes_from_the_url() -> None:
 
 def test_rediss_urls_verify_the_server_unless_told_not_to() -> None:
     verified = Endpoint.from_url("rediss://cache.internal:6380/0").ssl
-    assert verified.verify_mode == ssl.CERT_REQUIRED and verified.check_hostname
+    assert verified.verify_mode == ssl.CERT_REQUIRED
+    assert verified.check_hostname
     unverified = Endpoint.from_url("rediss://cache.internal:6380/0?ssl_cert_reqs=none").ssl
     assert unverified.verify_mode == ssl.CERT_NONE
     assert Endpoint.from_url("redis://cache.internal:6379/0").ssl is None
