@@ -215,8 +215,6 @@ class RedisLedger:
         try:
             async with asyncio.timeout_at(deadline):
                 yield
-        except ResponseError:
-            raise  # a script's own refusal: its caller reads the code
         except REDIS_ERRORS as exc:  # (builtin TimeoutError, the deadline's, is an OSError)
             raise BackendUnavailable("redis", f"{type(exc).__name__}: {exc}") from exc
         finally:
@@ -240,7 +238,11 @@ class RedisLedger:
         script = self._scripts[name]
         if self._pipe is None:  # a cluster: redis-py's client sends it to the slot's node
             async with self._redis():
-                return await script(keys=keys, args=args)
+                try:
+                    return await script(keys=keys, args=args)
+                except ResponseError as exc:  # the script's own reply: its caller reads it,
+                    reply = exc  # not ``_redis``, which would call it an outage
+            raise reply
         # The pipelined connection has no pool to wait for: only the call's own deadline.
         deadline = asyncio.get_running_loop().time() + self._wait_s
         try:
