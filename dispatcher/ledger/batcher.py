@@ -7,6 +7,10 @@ task, no extra loop turn: the common case at low load); calls that arrive while
 ``max_inflight`` batches are on the wire queue, and the first of those batches to come
 back sends the queue as the next one. Batches grow with load and cost nothing when idle,
 as in a database's group commit.
+
+``run(items, deadline)`` gets the loop time by which its callers give up (``None``: no
+limit) and must honour it itself, raising by then: a call sent alone arms no timer of its
+own here, so each call on the Route path has one timer (its connection's), not two.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ class Batcher(Generic[In, Out]):
 
     def __init__(
         self,
-        run: Callable[[Sequence[In]], Awaitable[Sequence[Out]]],
+        run: Callable[[Sequence[In], float | None], Awaitable[Sequence[Out]]],
         *,
         max_batch: int = 128,
         max_inflight: int = 2,
@@ -33,7 +37,7 @@ class Batcher(Generic[In, Out]):
         self._run = run
         self._max_batch = max_batch
         self._max_inflight = max_inflight
-        self._queue: deque[tuple[In, asyncio.Future[Out]]] = deque()
+        self._queue: deque[tuple[In, float | None, asyncio.Future[Out]]] = deque()
         self._drains: set[asyncio.Task[None]] = set()
         self._inflight = 0  # batches on the wire: sent alone by their caller, or drained
 
@@ -41,19 +45,20 @@ class Batcher(Generic[In, Out]):
         """The item's result; TimeoutError after ``timeout`` seconds, queueing included. An
         item given up before its batch is sent is never sent; one already on the wire may
         still take effect (the caller cannot know, as with any timed-out call)."""
-        # asyncio.timeout, not wait_for: no wrapper per call on a path taken by every Route.
-        async with asyncio.timeout(timeout):
-            if self._inflight < self._max_inflight and not self._queue:
-                return await self._send_alone(item)
-            future: asyncio.Future[Out] = asyncio.get_running_loop().create_future()
-            self._queue.append((item, future))
-            self._kick()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        if self._inflight < self._max_inflight and not self._queue:
+            return await self._send_alone(item, deadline)
+        future: asyncio.Future[Out] = loop.create_future()
+        self._queue.append((item, deadline, future))
+        self._kick()
+        async with asyncio.timeout_at(deadline):
             return await future
 
-    async def _send_alone(self, item: In) -> Out:
+    async def _send_alone(self, item: In, deadline: float | None) -> Out:
         self._inflight += 1
         try:
-            (result,) = await self._run([item])
+            (result,) = await self._run([item], deadline)
             return result
         finally:
             self._inflight -= 1
@@ -75,12 +80,16 @@ class Batcher(Generic[In, Out]):
 
     async def _send_queued(self) -> None:
         size = min(len(self._queue), self._max_batch)
-        batch = [self._queue.popleft() for _ in range(size)]
-        batch = [(item, future) for item, future in batch if not future.done()]
+        queued = [self._queue.popleft() for _ in range(size)]
+        batch = [(item, future) for item, _, future in queued if not future.done()]
         if not batch:
             return  # every caller of this batch gave up while it queued
+        # The batch may run as long as its most patient caller waits; the others' own
+        # timeouts end their waits sooner.
+        deadlines = [d for _, d, future in queued if not future.done()]
+        deadline = None if None in deadlines else max(d for d in deadlines if d is not None)
         try:
-            results = await self._run([item for item, _ in batch])
+            results = await self._run([item for item, _ in batch], deadline)
         except Exception as exc:
             for _, future in batch:
                 if not future.done():
@@ -99,5 +108,5 @@ class Batcher(Generic[In, Out]):
             task.cancel()
         await asyncio.gather(*self._drains, return_exceptions=True)
         while self._queue:
-            _, future = self._queue.popleft()
+            _, _, future = self._queue.popleft()
             future.cancel()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from dispatcher.errors import InvalidArgument, QuotaExhausted
@@ -35,7 +35,12 @@ _FORBIDDEN_IN_POOL = frozenset(", \t\n")
 
 def check_number(value: float, name: str, *, positive: bool = False) -> float:
     """Refuse NaN, infinities and negatives (and zero when ``positive``), naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    kind = type(value)  # exact float and int first: this runs on every reservation decoded
+    if (
+        kind is not float
+        and kind is not int
+        and (isinstance(value, bool) or not isinstance(value, int | float))
+    ):
         raise InvalidArgument(name, f"must be a number, got {type(value).__name__}")
     if not math.isfinite(value):
         raise InvalidArgument(name, f"must be finite, got {value!r}")
@@ -96,12 +101,25 @@ class Cost:
         value: float = getattr(self, DIMENSIONS[dim][1])
         return value
 
+    # Spelled out rather than through dataclasses.fields(): every Route and Release decodes
+    # costs, and fields() builds its tuple on each call.
     def to_dict(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {
+            "requests": self.requests,
+            "tokens": self.tokens,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, float]) -> Cost:
-        return cls(**{f.name: float(data.get(f.name, 0.0)) for f in fields(cls)})
+        get = data.get
+        return cls(
+            float(get("requests", 0.0)),
+            float(get("tokens", 0.0)),
+            float(get("input_tokens", 0.0)),
+            float(get("output_tokens", 0.0)),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +154,20 @@ class Usage:
         )
 
     def to_dict(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {
+            "requests": self.requests,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, float]) -> Usage:
-        return cls(**{f.name: float(data.get(f.name, 0.0)) for f in fields(cls)})
+        get = data.get
+        return cls(
+            float(get("requests", 0.0)),
+            float(get("input_tokens", 0.0)),
+            float(get("output_tokens", 0.0)),
+        )
 
 
 NO_USAGE = Usage(requests=0.0)

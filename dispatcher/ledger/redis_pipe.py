@@ -174,6 +174,10 @@ class ScriptPipe:
         protocol = self._protocol
         if protocol is None or not protocol.usable:
             protocol = await self._connect(deadline)
+        if asyncio.get_running_loop().time() >= deadline:
+            # Out of time before sending (a retry late in its caller's deadline): fail
+            # without a call on the wire and without dropping the connection under others.
+            raise TimeoutError
         reply = protocol.send(encode_command(command))
         try:
             async with asyncio.timeout_at(deadline):

@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping
 
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from dispatcher.errors import InvalidArgument
@@ -97,20 +98,19 @@ def timestamp_of(unix_seconds: float) -> Timestamp:
     return stamp
 
 
-def cost_pb(cost: Cost) -> common_pb2.Cost:
-    return common_pb2.Cost(
-        requests=round(cost.requests),
-        tokens=round(cost.tokens),
-        input_tokens=round(cost.input_tokens),
-        output_tokens=round(cost.output_tokens),
-    )
+def add_charges(
+    into: RepeatedCompositeFieldContainer[common_pb2.PoolCharge],
+    costs: Mapping[str, Cost],
+    sign: float = 1.0,
+) -> None:
+    """Append one PoolCharge per pool whose ``sign``-scaled cost is positive in some dimension.
 
-
-def charges_pb(costs: Mapping[str, Cost], sign: float = 1.0) -> list[common_pb2.PoolCharge]:
-    """One PoolCharge per pool whose ``sign``-scaled cost is positive in some dimension."""
-    charges = []
-    for pool_id, cost in sorted(costs.items()):
-        scaled = Cost(*(max(0.0, sign * v) for v in cost.as_tuple()))
-        if any(scaled.as_tuple()):
-            charges.append(common_pb2.PoolCharge(pool_id=pool_id, cost=cost_pb(scaled)))
-    return charges
+    Filled in place: a sub-message passed to a constructor is copied (serialised and parsed
+    again), and Route and Release each answer with charges."""
+    for pool_id in sorted(costs):
+        scaled = [max(0.0, sign * v) for v in costs[pool_id].as_tuple()]
+        if any(scaled):
+            charge = into.add()
+            charge.pool_id = pool_id
+            cost = charge.cost
+            cost.requests, cost.tokens, cost.input_tokens, cost.output_tokens = map(round, scaled)

@@ -60,14 +60,18 @@ def unary(
 
     @functools.wraps(method)
     async def handler(self: Servicer, request: Request, context: Context) -> Response:
-        with structlog.contextvars.bound_contextvars(request_id=request_id_of(context)):
-            try:
-                return await method(self, request, context)
-            except grpc.aio.AbortError:
-                raise
-            except Exception as exc:
-                await _abort(context, exc, method.__name__)
-                raise  # unreachable: abort raises
+        # bind/reset rather than the bound_contextvars() context manager: its generator
+        # costs more than the binding on a path every Route and Release takes.
+        tokens = structlog.contextvars.bind_contextvars(request_id=request_id_of(context))
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc, method.__name__)
+            raise  # unreachable: abort raises
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
 
     return handler
 

@@ -88,7 +88,7 @@ def decision_pb(request_id: str, routed: Routed) -> routing_pb2.RouteDecision:
     decision.reservation_id = reservation.reservation_id
     decision.task_id = reservation.reservation_id
     decision.result_token = routed.result_token
-    decision.reserved.extend(convert.charges_pb(reservation.cost))
+    convert.add_charges(decision.reserved, reservation.cost)
     decision.lease_expires_at.FromNanoseconds(int(reservation.lease_expires_at * 1e9))
     if reservation.spilled_from:
         decision.spilled_from = reservation.spilled_from.split(CHOICE_SEP)[0]

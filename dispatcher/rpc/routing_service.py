@@ -38,12 +38,12 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         result = await self.ledger.settle(reservation_id, usage, outcome)
         if not result.replayed:
             self.router.settled(result.reservation, usage, outcome, duration)
-        return routing_pb2.SettleResponse(
-            state=convert.STATE_TO_PB[result.reservation.state],
-            already_settled=result.replayed,
-            refunded=convert.charges_pb(result.adjustment, sign=-1.0),
-            debt=convert.charges_pb(overdraw(result)),
+        response = routing_pb2.SettleResponse(
+            state=convert.STATE_TO_PB[result.reservation.state], already_settled=result.replayed
         )
+        convert.add_charges(response.refunded, result.adjustment, sign=-1.0)
+        convert.add_charges(response.debt, overdraw(result))
+        return response
 
     @unary
     async def Release(
@@ -58,10 +58,10 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         released_now = after.state is ReservationState.RELEASED and not after.replayed
         if released_now:
             self.router.released(after)
-        refunded = after.cost if released_now else {}
-        return routing_pb2.ReleaseResponse(
-            state=convert.STATE_TO_PB[after.state], refunded=convert.charges_pb(refunded)
-        )
+        response = routing_pb2.ReleaseResponse(state=convert.STATE_TO_PB[after.state])
+        if released_now:
+            convert.add_charges(response.refunded, after.cost)
+        return response
 
     @unary
     async def Extend(

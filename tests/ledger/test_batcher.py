@@ -11,15 +11,19 @@ from dispatcher.ledger.batcher import Batcher
 
 
 class Recorder:
-    """A ``run`` that records each batch and waits for ``release`` before answering."""
+    """A ``run`` that records each batch (and its deadline) and waits for ``release`` before
+    answering, giving up at the deadline as the batcher requires of it."""
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
+        self.deadlines: list[float | None] = []
         self.release = asyncio.Event()
 
-    async def run(self, items: Sequence[int]) -> list[int]:
+    async def run(self, items: Sequence[int], deadline: float | None) -> list[int]:
         self.batches.append(list(items))
-        await self.release.wait()
+        self.deadlines.append(deadline)
+        async with asyncio.timeout_at(deadline):
+            await self.release.wait()
         return [item * 10 for item in items]
 
 
@@ -37,7 +41,7 @@ async def test_a_call_on_a_free_wire_goes_alone_and_those_behind_it_share_the_ne
 async def test_batches_never_exceed_max_batch_nor_max_inflight() -> None:
     in_flight, most = 0, 0
 
-    async def run(items: Sequence[int]) -> list[int]:
+    async def run(items: Sequence[int], deadline: float | None) -> list[int]:
         nonlocal in_flight, most
         in_flight += 1
         most = max(most, in_flight)
@@ -53,7 +57,7 @@ async def test_batches_never_exceed_max_batch_nor_max_inflight() -> None:
 
 
 async def test_a_failed_batch_fails_each_of_its_callers() -> None:
-    async def broken(items: Sequence[int]) -> list[int]:
+    async def broken(items: Sequence[int], deadline: float | None) -> list[int]:
         raise ConnectionError("down")
 
     batcher: Batcher[int, int] = Batcher(broken)
@@ -100,3 +104,29 @@ async def test_shutdown_cancels_the_queued_callers() -> None:
     with pytest.raises(asyncio.CancelledError):
         await queued
     first.cancel()
+
+
+async def test_run_gets_the_deadline_of_the_most_patient_caller_of_its_batch() -> None:
+    """A lone call carries its own deadline; a queued batch the latest of its callers'
+    (none if one of them set none), so no caller's wait is cut short by another's."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+
+    async def batch_behind_a_lone_call(timeouts: Sequence[float | None]) -> Recorder:
+        recorder = Recorder()
+        batcher = Batcher(recorder.run, max_inflight=1)
+        lone = asyncio.create_task(batcher.submit(0, timeout=5.0))
+        await asyncio.sleep(0)  # on the wire: the others queue behind it
+        queued = [asyncio.create_task(batcher.submit(i, t)) for i, t in enumerate(timeouts, 1)]
+        await asyncio.sleep(0)
+        recorder.release.set()
+        assert await asyncio.gather(lone, *queued) == [10 * i for i in range(len(timeouts) + 1)]
+        assert recorder.batches == [[0], list(range(1, len(timeouts) + 1))]
+        return recorder
+
+    lone, queued = (await batch_behind_a_lone_call([1.0, 9.0])).deadlines
+    assert lone is not None
+    assert 5.0 <= lone - began < 6.0
+    assert queued is not None
+    assert 9.0 <= queued - began < 10.0
+    assert (await batch_behind_a_lone_call([1.0, None])).deadlines[1] is None

@@ -108,10 +108,10 @@ async def test_concurrent_reserves_share_script_calls(redis_db: str) -> None:
     run_script = ledger._run_script
     batches: list[int] = []
 
-    async def counting(name: str, keys: Sequence[str], args: Sequence[str]) -> Any:
+    async def counting(name: str, keys: Sequence[str], args: Sequence[str], deadline: float) -> Any:
         if name == "reserve":
             batches.append(len(json.loads(args[1])["reqs"]))
-        return await run_script(name, keys, args)
+        return await run_script(name, keys, args, deadline)
 
     ledger._run_script = counting  # type: ignore[method-assign]
     try:

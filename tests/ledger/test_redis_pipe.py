@@ -137,6 +137,24 @@ async def test_a_call_without_a_reply_by_its_deadline_times_out_and_drops_the_co
         await server.wait_closed()
 
 
+async def test_a_call_already_past_its_deadline_is_not_sent_and_spares_the_others(
+    pipe: ScriptPipe, redis_db: str
+) -> None:
+    """A retry late in its caller's deadline fails at once: nothing on the wire, and the
+    connection (with another caller's call pending on it) stays up."""
+    await pipe.call(sha(ECHO), ECHO, ["k"], ["warm"], soon())  # connected, script cached
+    pending = asyncio.create_task(pipe.call(sha(ECHO), ECHO, ["k"], ["other"], soon()))
+    await asyncio.sleep(0)  # the other call is on the wire
+    with pytest.raises(TimeoutError):
+        await pipe.call(sha(ECHO), ECHO, ["late"], ["never"], soon(-1.0))
+    assert await pending == b"other"
+    client = aioredis.Redis.from_url(redis_db)
+    try:
+        assert await client.exists("late") == 0
+    finally:
+        await client.aclose()
+
+
 async def test_refused_credentials_are_a_connection_error(redis_url: str) -> None:
     """This Redis has no password: AUTH is refused, and the call says so."""
     pipe = ScriptPipe.from_url(redis_url.replace("redis://", "redis://:wrong@", 1))
