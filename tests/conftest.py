@@ -2,8 +2,9 @@
 
 Backend tests talk to real servers. Locally a missing server skips its tests with the reason;
 under ``CI=true`` the same situation fails the run, so CI can never go green by skipping.
-Redis Cluster tests start a private cluster (``tests/redis_cluster.py``) when ``redis-server``
-is installed, under the same policy.
+Redis Cluster tests start a private cluster (``tests/redis_cluster.py``), and ``rediss://``
+tests a private TLS-only server (``tests/redis_tls.py``), when ``redis-server`` is installed,
+under the same policy.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from sqlalchemy.engine import make_url
 
 from dispatcher.ledger.sql import migrate
 from tests import redis_cluster
-from tests.tls import Pki, make_pki
+from tests import redis_tls as redis_tls_server
+from tests.redis_tls import TlsRedis
+from tests.tls import Pki, make_pki, openssl_missing
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -92,6 +95,17 @@ def redis_cluster_db(redis_cluster_url: str) -> Iterator[str]:
     """The cluster URL, every primary flushed before and after the test."""
     with redis_cluster.flushed(redis_cluster_url):
         yield redis_cluster_url
+
+
+@pytest.fixture(scope="session")
+def redis_tls(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
+    """A private Redis that speaks only TLS, with the test PKI's server certificate."""
+    if openssl_missing():
+        unavailable("TLS Redis tests need openssl for their certificates", "install openssl")
+    if reason := redis_tls_server.missing():
+        unavailable(f"TLS Redis tests cannot run: {reason}", "install redis-server with TLS")
+    with redis_tls_server.running(tmp_path_factory.mktemp("redis-tls"), pki) as server:
+        yield server
 
 
 @pytest.fixture

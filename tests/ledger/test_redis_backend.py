@@ -20,6 +20,7 @@ from dispatcher.ledger.redis_backend import RedisLedger
 from tests.ledger.conftest import read_redis_journal
 from tests.ledger.helpers import one, spec
 from tests.ledger.proxy import Proxy
+from tests.redis_tls import TlsRedis
 
 pytestmark = pytest.mark.redis
 
@@ -101,6 +102,23 @@ async def test_limits_set_at_runtime_survive_a_restart(redis_db: str) -> None:
         assert (await ledger.snapshot("p1")).dims["tpm"].limit == 500
     finally:
         await ledger.aclose()
+
+
+async def test_the_ledger_runs_over_tls(redis_tls: TlsRedis) -> None:
+    """rediss://: script calls on the pipelined connection, the rest on redis-py's pool,
+    both through the same verified TLS."""
+    ledger = await RedisLedger.open(redis_tls.url, [spec(tpm=1_000_000)])
+    try:
+        reservations = await asyncio.gather(*(ledger.reserve(one(f"tls{i}")) for i in range(20)))
+        assert all(isinstance(r, Reservation) for r in reservations)
+        first = reservations[0]
+        assert isinstance(first, Reservation)
+        assert (await ledger.release(first.reservation_id)).state is ReservationState.RELEASED
+        assert (await ledger.get(first.reservation_id)).state is ReservationState.RELEASED
+    finally:
+        await ledger.aclose()
+        async with aioredis.Redis.from_url(redis_tls.url) as client:
+            await client.flushdb()
 
 
 async def test_concurrent_reserves_share_script_calls(redis_db: str) -> None:

@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 
 from dispatcher.ledger.redis_pipe import Endpoint, ScriptPipe, encode_command
 from tests.ledger.proxy import Proxy
+from tests.redis_tls import TlsRedis
 
 pytestmark = pytest.mark.redis
 
@@ -161,5 +162,30 @@ async def test_refused_credentials_are_a_connection_error(redis_url: str) -> Non
     try:
         with pytest.raises(RedisConnectionError, match="refused the connection"):
             await pipe.call(sha(ECHO), ECHO, ["k"], ["v"], soon())
+    finally:
+        await pipe.aclose()
+
+
+async def test_a_tls_server_is_reached_over_rediss_and_its_certificate_verified(
+    redis_tls: TlsRedis,
+) -> None:
+    pipe = ScriptPipe.from_url(redis_tls.url)
+    try:
+        replies = await asyncio.gather(
+            *(pipe.call(sha(ECHO), ECHO, [f"t{i}"], [f"v{i}"], soon()) for i in range(50))
+        )
+        assert replies == [f"v{i}".encode() for i in range(50)]
+    finally:
+        await pipe.aclose()
+
+
+async def test_a_tls_server_whose_certificate_is_not_trusted_is_refused(
+    redis_tls: TlsRedis,
+) -> None:
+    """Without the CA (the system's trust store only), the handshake fails: no call runs."""
+    pipe = ScriptPipe.from_url(f"rediss://127.0.0.1:{redis_tls.port}/0")
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await pipe.call(sha(ECHO), ECHO, ["untrusted"], ["v"], soon())
     finally:
         await pipe.aclose()
