@@ -20,13 +20,16 @@ Then, ``--rounds`` times and alternating so machine noise hits both alike, a loa
 process (``bench.route_load``) drives each with ``--callers`` concurrent callers on
 ``--channels`` channels: Route, then Release of the reservation, so pools never fill. Server
 CPU is read with psutil over the generator's timed window. A last light phase
-(``--p99-callers``) gives the below-saturation p99. ``engine_per_s`` is the in-process
+(``--p99-callers``) gives the below-saturation p99, and a last pair of phases drives each
+server with Route alone (no Release: what the target's "per Route" names; last, because
+their reservations stay held until their leases lapse). ``engine_per_s`` is the in-process
 engine with 100 clusters (``bench.engine_speed.measure``).
 
 Printed: ``route_per_s``, ``empty_per_s``, ``route_over_empty`` (target >= 0.6),
 ``route_p99_ms`` (light load; target <= 5), ``route_p99_ms_saturated``,
-``server_cpu_us_per_route`` (target <= 300; includes the Release after each Route),
-``empty_cpu_us_per_call`` (Route + Release likewise), ``engine_per_s`` (target >= 50,000),
+``server_cpu_us_per_route`` (includes the Release after each Route),
+``empty_cpu_us_per_call`` (Route + Release likewise), ``server_cpu_us_per_route_alone``
+(target <= 300) beside ``empty_cpu_us_per_route_alone``, ``engine_per_s`` (target >= 50,000),
 and ``errors``. Beside them, each process's CPU per routed pair (``journal_``, ``redis_``
 from Redis's INFO cpu, ``generator_``) and their sum ``total_cpu_us_per_route`` against the
 empty run's ``empty_total_cpu_us_per_call``: every process here shares the same cores, so
@@ -282,6 +285,7 @@ async def routable(address: str) -> None:
 @dataclass
 class Phase:
     routes: int = 0
+    releases: int = 0
     seconds: float = 0.0
     server_cpu_s: float = 0.0
     journal_cpu_s: float = 0.0
@@ -325,6 +329,7 @@ async def drive(
     routed: bool,
     journal: Server | None = None,
     hot_store: redis.Redis | None = None,
+    release: bool = True,
 ) -> None:
     """One generator process against ``server``; adds its window's numbers to ``phase``."""
     cmd = [
@@ -334,6 +339,8 @@ async def drive(
     ]
     if routed:
         cmd.append("--expect-routed")
+    if not release:
+        cmd.append("--no-release")
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     cpu0 = journal0 = redis0 = 0.0
@@ -354,6 +361,14 @@ async def drive(
         phase.error_samples.append(f"generator {label} exited {proc.returncode}")
         return
     phase.routes += result["routes"]
+    phase.releases += result["releases"]
+    if release and result["releases"] != result["routes"]:
+        # Both servers must take the same calls per routed pair, or the ratio compares
+        # unlike work (an empty decision once made the generator skip the baseline's Release).
+        phase.errors += 1
+        phase.error_samples.append(
+            f"generator {label}: {result['routes']} routes but {result['releases']} releases"
+        )
     phase.seconds += result["seconds"]
     phase.generator_cpu_s += result["cpu_s"]
     phase.errors += result["errors"]
@@ -386,6 +401,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     hot_store.flushdb()  # database 14 belongs to this bench
     errors: list[str] = []
     route, empty, light = Phase(), Phase(), Phase()
+    route_alone, empty_alone = Phase(), Phase()
     with (
         tempfile.TemporaryDirectory(prefix="bench-route-") as tmp,
         dispatcher_process(args, Path(tmp)) as dispatcher,
@@ -401,12 +417,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         dispatcher, args, route, args.callers, label, True, journal, hot_store
                     )
             await drive(dispatcher, args, light, args.p99_callers, "light", routed=True)
+            await drive(
+                baseline, args, empty_alone, args.callers, "empty-alone", False, release=False
+            )
+            await drive(dispatcher, args, route_alone, args.callers, "alone", True, release=False)
         processes = [(dispatcher, "dispatcher"), (baseline, "empty")]
         processes += [(journal, "journal")] if journal else []
         for server, name in processes:
             if server.proc.poll() is not None:
                 errors.append(f"{name} server exited early ({server.proc.returncode})")
-    for name, phase in (("route", route), ("empty", empty), ("light", light)):
+    phases = {"route": route, "empty": empty, "light": light}
+    phases |= {"route alone": route_alone, "empty alone": empty_alone}
+    for name, phase in phases.items():
         errors += [f"{name}: {sample}" for sample in phase.error_samples]
     engine = engine_measure(100, args.engine_seconds)
     return {
@@ -423,6 +445,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "route_p99_ms_saturated": round(max(route.p99_ms, default=0.0), 3),
         "server_cpu_us_per_route": round(route.cpu_us_per_call, 1),
         "empty_cpu_us_per_call": round(empty.cpu_us_per_call, 1),
+        "server_cpu_us_per_route_alone": round(route_alone.cpu_us_per_call, 1),
+        "empty_cpu_us_per_route_alone": round(empty_alone.cpu_us_per_call, 1),
+        "route_alone_over_empty": round(route_alone.per_s / empty_alone.per_s, 3)
+        if empty_alone.per_s
+        else 0.0,
         "journal_cpu_us_per_route": route.per_call(route.journal_cpu_s),
         "redis_cpu_us_per_route": route.per_call(route.redis_cpu_s),
         "generator_cpu_us_per_route": route.per_call(route.generator_cpu_s),
@@ -433,7 +460,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "empty_calls": empty.routes,
         "light_routes": light.routes,
         "light_per_s": round(light.per_s, 1),
-        "errors": route.errors + empty.errors + light.errors + len(errors),
+        "errors": sum(phase.errors for phase in phases.values()) + len(errors),
         "error_samples": errors[:10],
         "settings": {
             "seconds": args.seconds,

@@ -2,10 +2,11 @@
 
     python -m bench.route_empty [--listen 127.0.0.1:0]
 
-``Route`` answers an empty ``RouteDecision`` and ``Release`` an empty ``ReleaseResponse``, so
-the load generator drives it exactly as it drives the dispatcher (Route, then Release of
-the reservation id, here empty). Prints ``{"port": N}`` on stdout once serving; stops on
-SIGTERM / SIGINT.
+``Route`` answers one constant ``RouteDecision`` and ``Release`` an empty
+``ReleaseResponse``. The decision names a reservation, so the load generator drives this
+server exactly as it drives the dispatcher: Route, then Release of that reservation (an
+empty decision made it skip the Release, and the baseline measured half the calls). Prints
+``{"port": N}`` on stdout once serving; stops on SIGTERM / SIGINT.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import grpc
 
 from dispatcher.v1 import routing_pb2, routing_pb2_grpc
 
-EMPTY_DECISION = routing_pb2.RouteDecision()
+EMPTY_DECISION = routing_pb2.RouteDecision(reservation_id="empty")
 EMPTY_RELEASE = routing_pb2.ReleaseResponse()
 
 

@@ -8,8 +8,8 @@ so quota pools never fill. Only Route latency is timed. Output, one JSON object 
 stdout: ``{"event": "measuring"}`` when the timed window starts, ``{"event": "measured"}``
 when it ends (the parent samples server CPU at both), then the result::
 
-    {"event": "result", "routes": N, "seconds": S, "errors": E, "error_samples": [...],
-     "p50_ms": x, "p99_ms": y, "cpu_s": generator CPU in the window}
+    {"event": "result", "routes": N, "releases": R, "seconds": S, "errors": E,
+     "error_samples": [...], "p50_ms": x, "p99_ms": y, "cpu_s": generator CPU in the window}
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class Tally:
     def __init__(self) -> None:
         self.measuring = False
         self.routes = 0
+        self.releases = 0  # of the routes counted: each is followed by one Release
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
 
@@ -76,7 +77,8 @@ async def caller(
             tally.error(f"Route {exc.code().name}: {exc.details()}")
             continue
         took = time.perf_counter() - began
-        if tally.measuring:
+        counted = tally.measuring
+        if counted:
             tally.routes += 1
             tally.latencies.append(took)
         if args.expect_routed and decision.outcome != ROUTED:
@@ -88,6 +90,8 @@ async def caller(
                 )
             except grpc.aio.AioRpcError as exc:
                 tally.error(f"Release {exc.code().name}: {exc.details()}")
+            else:
+                tally.releases += counted
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -116,6 +120,7 @@ async def run(args: argparse.Namespace) -> None:
     emit(
         event="result",
         routes=tally.routes,
+        releases=tally.releases,
         seconds=elapsed,
         errors=sum(tally.errors.values()),
         error_samples=[f"{n} x {what}" for what, n in tally.errors.most_common(5)],
