@@ -10,7 +10,6 @@ start stores in the hot store (``SET NX``) and every other replica reads.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import secrets
 
@@ -28,7 +27,9 @@ class TaskTokens:
         self._secret = secret
 
     def of(self, task_id: str) -> str:
-        digest = hmac.new(self._secret, task_id.encode(), hashlib.sha256).digest()
+        # The one-shot hmac.digest (OpenSSL's HMAC in one call) costs a fraction of an
+        # hmac.new() object, and every Route derives a token.
+        digest = hmac.digest(self._secret, task_id.encode(), "sha256")
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
