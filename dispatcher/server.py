@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dispatcher.config import DispatcherConfig
+from dispatcher.heap import freeze_startup_heap
 from dispatcher.logs import get_logger
 from dispatcher.relay.gateway import ResultGateway
 from dispatcher.relay.gateway_process import gateway_for
@@ -210,6 +211,7 @@ class DispatcherServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_requested.set)
         await self.start()
+        freeze_startup_heap()  # the process's own entry point only: not in-process servers
         try:
             await stop_requested.wait()
             log.info("shutdown_requested")
