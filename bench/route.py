@@ -19,15 +19,17 @@ One invocation starts these processes on this machine:
 Then, ``--rounds`` times and alternating so machine noise hits both alike, a load generator
 process (``bench.route_load``) drives each with ``--callers`` concurrent callers on
 ``--channels`` channels: Route, then Release of the reservation, so pools never fill. Server
-CPU is read with psutil over the generator's timed window. A last light phase
-(``--p99-callers``) gives the below-saturation p99, and a last pair of phases drives each
-server with Route alone (no Release: what the target's "per Route" names; last, because
-their reservations stay held until their leases lapse). ``engine_per_s`` is the in-process
-engine with 100 clusters (``bench.engine_speed.measure``).
+CPU is read with psutil over the generator's timed window. A light phase then gives the
+p99 below saturation: ``--p99-callers`` callers at Poisson arrivals offering
+``--light-load`` (default half) of the route rate just measured, to both servers. A last
+pair of phases drives each server with Route alone (no Release: what the target's "per
+Route" names; last, because their reservations stay held until their leases lapse).
+``engine_per_s`` is the in-process engine with 100 clusters (``bench.engine_speed.measure``).
 
 Printed: ``route_per_s``, ``empty_per_s``, ``route_over_empty`` (target >= 0.6),
-``route_p99_ms`` (light load; target <= 5), ``route_p99_ms_saturated``,
-``server_cpu_us_per_route`` (includes the Release after each Route),
+``route_p99_ms`` (light load; target <= 5) with ``route_p50_ms``, the empty server's
+``empty_p99_ms`` and ``empty_p50_ms`` at the same ``light_offered_per_s``,
+``route_p99_ms_saturated``, ``server_cpu_us_per_route`` (includes the Release after each Route),
 ``empty_cpu_us_per_call`` (Route + Release likewise), ``server_cpu_us_per_route_alone``
 (target <= 300) beside ``empty_cpu_us_per_route_alone``, ``engine_per_s`` (target >= 50,000),
 and ``errors``. Beside them, each process's CPU per routed pair (``journal_``, ``redis_``
@@ -294,6 +296,7 @@ class Phase:
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
+    p50_ms: list[float] = field(default_factory=list)
 
     @property
     def per_s(self) -> float:
@@ -330,6 +333,7 @@ async def drive(
     journal: Server | None = None,
     hot_store: redis.Redis | None = None,
     release: bool = True,
+    rate: float = 0.0,
 ) -> None:
     """One generator process against ``server``; adds its window's numbers to ``phase``."""
     cmd = [
@@ -341,6 +345,8 @@ async def drive(
         cmd.append("--expect-routed")
     if not release:
         cmd.append("--no-release")
+    if rate:
+        cmd += ["--rate", str(rate)]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     cpu0 = journal0 = redis0 = 0.0
@@ -374,6 +380,7 @@ async def drive(
     phase.errors += result["errors"]
     phase.error_samples += result["error_samples"]
     phase.p99_ms.append(result["p99_ms"])
+    phase.p50_ms.append(result["p50_ms"])
 
 
 @contextmanager
@@ -401,7 +408,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     hot_store.flushdb()  # database 14 belongs to this bench
     errors: list[str] = []
     route, empty, light = Phase(), Phase(), Phase()
-    route_alone, empty_alone = Phase(), Phase()
+    route_alone, empty_alone, empty_light = Phase(), Phase(), Phase()
     with (
         tempfile.TemporaryDirectory(prefix="bench-route-") as tmp,
         dispatcher_process(args, Path(tmp)) as dispatcher,
@@ -416,7 +423,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await drive(
                         dispatcher, args, route, args.callers, label, True, journal, hot_store
                     )
-            await drive(dispatcher, args, light, args.p99_callers, "light", routed=True)
+            # Below saturation (DESIGN §10's p99), beside the empty server at the same rate:
+            # the client's and gRPC's share of a latency is the same for both.
+            light_rate = args.light_load * route.per_s
+            light_callers = args.p99_callers
+            await drive(
+                baseline, args, empty_light, light_callers, "empty-light", False, rate=light_rate
+            )
+            await drive(dispatcher, args, light, light_callers, "light", True, rate=light_rate)
             await drive(
                 baseline, args, empty_alone, args.callers, "empty-alone", False, release=False
             )
@@ -428,6 +442,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 errors.append(f"{name} server exited early ({server.proc.returncode})")
     phases = {"route": route, "empty": empty, "light": light}
     phases |= {"route alone": route_alone, "empty alone": empty_alone}
+    phases["empty light"] = empty_light
     for name, phase in phases.items():
         errors += [f"{name}: {sample}" for sample in phase.error_samples]
     engine = engine_measure(100, args.engine_seconds)
@@ -442,6 +457,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if route.routes and empty.routes and route.total_cpu_s
         else 0.0,
         "route_p99_ms": round(max(light.p99_ms, default=0.0), 3),
+        "route_p50_ms": round(max(light.p50_ms, default=0.0), 3),
+        "empty_p99_ms": round(max(empty_light.p99_ms, default=0.0), 3),
+        "empty_p50_ms": round(max(empty_light.p50_ms, default=0.0), 3),
+        "light_offered_per_s": round(light_rate, 1),
         "route_p99_ms_saturated": round(max(route.p99_ms, default=0.0), 3),
         "server_cpu_us_per_route": round(route.cpu_us_per_call, 1),
         "empty_cpu_us_per_call": round(empty.cpu_us_per_call, 1),
@@ -469,6 +488,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "channels": args.channels,
             "clusters": args.clusters,
             "p99_callers": args.p99_callers,
+            "light_load": args.light_load,
             "consumer": args.consumer,
             "cpus": psutil.cpu_count(),
             "load_avg_1m": round(psutil.getloadavg()[0], 2),
@@ -484,7 +504,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--callers", type=int, default=64)
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--clusters", type=int, default=4)
-    parser.add_argument("--p99-callers", type=int, default=4)
+    parser.add_argument("--p99-callers", type=int, default=16)
+    parser.add_argument(
+        "--light-load",
+        type=float,
+        default=0.5,
+        help="the p99 phase offers this fraction of the saturated route_per_s",
+    )
     parser.add_argument("--engine-seconds", type=float, default=2.0)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument(
