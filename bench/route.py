@@ -440,9 +440,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         for server, name in processes:
             if server.proc.poll() is not None:
                 errors.append(f"{name} server exited early ({server.proc.returncode})")
-    phases = {"route": route, "empty": empty, "light": light}
-    phases |= {"route alone": route_alone, "empty alone": empty_alone}
-    phases["empty light"] = empty_light
+    phases = {
+        "route": route, "empty": empty, "light": light, "empty light": empty_light,
+        "route alone": route_alone, "empty alone": empty_alone,
+    }  # fmt: skip
     for name, phase in phases.items():
         errors += [f"{name}: {sample}" for sample in phase.error_samples]
     engine = engine_measure(100, args.engine_seconds)

@@ -98,12 +98,15 @@ def redis_cluster_db(redis_cluster_url: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_tls(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
+def redis_tls(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[TlsRedis]:
     """A private Redis that speaks only TLS, with the test PKI's server certificate."""
     if openssl_missing():
         unavailable("TLS Redis tests need openssl for their certificates", "install openssl")
     if reason := redis_tls_server.missing():
         unavailable(f"TLS Redis tests cannot run: {reason}", "install redis-server with TLS")
+    pki: Pki = request.getfixturevalue("pki")  # after the checks: it runs openssl
     with redis_tls_server.running(tmp_path_factory.mktemp("redis-tls"), pki) as server:
         yield server
 
