@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import random
 import time
@@ -28,6 +27,7 @@ from typing import Any
 import grpc
 import psutil
 
+from dispatcher.heap import freeze_startup_heap
 from dispatcher.v1 import common_pb2, routing_pb2, routing_pb2_grpc
 
 ROUTED = routing_pb2.ROUTE_OUTCOME_ROUTED
@@ -123,11 +123,9 @@ async def run(args: argparse.Namespace) -> None:
     for channel in channels:
         await asyncio.wait_for(channel.channel_ready(), 10.0)
     stubs: list[Any] = [routing_pb2_grpc.RoutingServiceStub(c) for c in channels]
-    # As the servers do (dispatcher.heap, which logs: stdout here is the JSON protocol): a
-    # full collection walking this process's start-up heap would stall every caller at
-    # once and land in the measured latencies.
-    gc.collect()
-    gc.freeze()
+    # As the servers do: a full collection walking this process's start-up heap would
+    # stall every caller at once and land in the measured latencies.
+    freeze_startup_heap()
     tally, stop = Tally(), asyncio.Event()
     tasks = [
         asyncio.create_task(caller(stubs[i % len(stubs)], i, args, tally, stop))

@@ -13,16 +13,10 @@ from __future__ import annotations
 
 import gc
 
-from dispatcher.logs import get_logger
-
-log = get_logger(__name__)
-
 
 def freeze_startup_heap() -> int:
     """Collect start-up's garbage, then move every surviving object to the permanent
     generation. Returns how many were frozen. Call once, when the process is serving."""
     gc.collect()  # garbage frozen now would never be freed
     gc.freeze()
-    frozen = gc.get_freeze_count()
-    log.debug("start-up heap frozen", objects=frozen)
-    return frozen
+    return gc.get_freeze_count()

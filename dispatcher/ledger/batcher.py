@@ -81,13 +81,14 @@ class Batcher(Generic[In, Out]):
     async def _send_queued(self) -> None:
         size = min(len(self._queue), self._max_batch)
         queued = [self._queue.popleft() for _ in range(size)]
-        batch = [(item, future) for item, _, future in queued if not future.done()]
-        if not batch:
+        live = [(item, d, future) for item, d, future in queued if not future.done()]
+        if not live:
             return  # every caller of this batch gave up while it queued
+        batch = [(item, future) for item, _, future in live]
         # The batch may run as long as its most patient caller waits; the others' own
         # timeouts end their waits sooner.
-        deadlines = [d for _, d, future in queued if not future.done()]
-        deadline = None if None in deadlines else max(d for d in deadlines if d is not None)
+        deadlines = [d for _, d, _ in live if d is not None]
+        deadline = max(deadlines) if len(deadlines) == len(live) else None
         try:
             results = await self._run([item for item, _ in batch], deadline)
         except Exception as exc:

@@ -35,12 +35,7 @@ _FORBIDDEN_IN_POOL = frozenset(", \t\n")
 
 def check_number(value: float, name: str, *, positive: bool = False) -> float:
     """Refuse NaN, infinities and negatives (and zero when ``positive``), naming ``name``."""
-    kind = type(value)  # exact float and int first: this runs on every reservation decoded
-    if (
-        kind is not float
-        and kind is not int
-        and (isinstance(value, bool) or not isinstance(value, int | float))
-    ):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidArgument(name, f"must be a number, got {type(value).__name__}")
     if not math.isfinite(value):
         raise InvalidArgument(name, f"must be finite, got {value!r}")
