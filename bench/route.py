@@ -497,6 +497,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def load_fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.route")
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per phase")
@@ -508,7 +515,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--p99-callers", type=int, default=16)
     parser.add_argument(
         "--light-load",
-        type=float,
+        type=load_fraction,
         default=0.5,
         help="the p99 phase offers this fraction of the saturated route_per_s",
     )

@@ -157,6 +157,13 @@ async def run(args: argparse.Namespace) -> None:
     )
 
 
+def offered_rate(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite rate >= 0, got {text}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.route_load")
     parser.add_argument("--target", required=True)
@@ -168,7 +175,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--expect-routed", action="store_true")
     parser.add_argument("--no-release", dest="release", action="store_false")
     parser.add_argument(
-        "--rate", type=float, default=0.0, help="offered Routes/s in all (0: as fast as possible)"
+        "--rate", type=offered_rate, default=0.0, help="offered Routes/s in all (0: unpaced)"
     )
     return parser.parse_args(argv)
 
