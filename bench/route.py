@@ -2,6 +2,7 @@
 
     python -m bench.route [--seconds 5] [--callers 64] [--channels 4] [--clusters 4]
         [--rounds 2] [--redis-url redis://127.0.0.1:6379/14] [--consumer external|embedded]
+        [--event-loop auto|uvloop|asyncio]
         [--json] [--check] [--profile py-spy|cprofile --profile-out FILE]
 
 One invocation starts these processes on this machine:
@@ -45,6 +46,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -63,6 +65,7 @@ import redis
 
 from bench.engine_speed import measure as engine_measure
 from bench.output import emit
+from dispatcher import event_loop
 from dispatcher.v1 import agent_pb2, agent_pb2_grpc, common_pb2, routing_pb2, routing_pb2_grpc
 
 START_TIMEOUT_S = 30.0
@@ -137,7 +140,7 @@ def dispatcher_process(args: argparse.Namespace, workdir: Path) -> Iterator[Serv
         *("--config", str(config), "--redis-url", args.redis_url),
         *("--database-url", database_url(args, workdir)),
     ]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=loop_env(args))
     with stopping(proc):
         assert proc.stderr is not None
         seen: list[str] = []
@@ -159,7 +162,7 @@ def journal_process(args: argparse.Namespace, workdir: Path) -> Iterator[Server 
         *("--config", str(workdir / "dispatcher.yaml"), "--redis-url", args.redis_url),
         *("--database-url", database_url(args, workdir)),
     ]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=loop_env(args))
     with stopping(proc):
         assert proc.stderr is not None
         seen: list[str] = []
@@ -169,13 +172,19 @@ def journal_process(args: argparse.Namespace, workdir: Path) -> Iterator[Server 
         yield server
 
 
+def loop_env(args: argparse.Namespace) -> dict[str, str]:
+    """The environment that puts a dispatcher process on ``--event-loop``."""
+    return {**os.environ, "DISPATCHER_EVENT_LOOP": args.event_loop}
+
+
 def database_url(args: argparse.Namespace, workdir: Path) -> str:
     return str(args.database_url or f"sqlite+aiosqlite:///{workdir / 'ledger.sqlite3'}")
 
 
 @contextmanager
-def empty_process() -> Iterator[Server]:
+def empty_process(args: argparse.Namespace) -> Iterator[Server]:
     cmd = [sys.executable, "-m", "bench.route_empty", "--listen", "127.0.0.1:0"]
+    cmd += ["--event-loop", args.event_loop]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     with stopping(proc):
         assert proc.stdout is not None
@@ -340,6 +349,7 @@ async def drive(
         *(sys.executable, "-m", "bench.route_load", "--target", server.address),
         *("--callers", str(callers), "--channels", str(args.channels)),
         *("--seconds", str(args.seconds), "--warmup", str(args.warmup), "--prefix", label),
+        *("--event-loop", args.event_loop),
     ]
     if routed:
         cmd.append("--expect-routed")
@@ -413,7 +423,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="bench-route-") as tmp,
         dispatcher_process(args, Path(tmp)) as dispatcher,
         journal_process(args, Path(tmp)) as journal,
-        empty_process() as baseline,
+        empty_process(args) as baseline,
     ):
         async with clusters(dispatcher.address, args.clusters, errors):
             for r in range(args.rounds):
@@ -491,6 +501,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "p99_callers": args.p99_callers,
             "light_load": args.light_load,
             "consumer": args.consumer,
+            "event_loop": args.event_loop,
             "cpus": psutil.cpu_count(),
             "load_avg_1m": round(psutil.getloadavg()[0], 2),
         },
@@ -525,6 +536,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--database-url",
         help="durable ledger (default: SQLite in a temp dir, migrated on start; "
         "PostgreSQL needs `dispatcher migrate` first)",
+    )
+    parser.add_argument(
+        "--event-loop",
+        choices=event_loop.CHOICES,
+        default="auto",
+        help="the loop every process here runs on (server.event_loop; auto: uvloop if "
+        "installed), to compare the two in one invocation of each",
     )
     parser.add_argument(
         "--consumer",

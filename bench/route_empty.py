@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 
+from dispatcher import event_loop
 from dispatcher.v1 import routing_pb2, routing_pb2_grpc
 
 EMPTY_DECISION = routing_pb2.RouteDecision(reservation_id="empty")
@@ -66,7 +67,9 @@ async def serve(listen: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.route_empty")
     parser.add_argument("--listen", default="127.0.0.1:0")
-    asyncio.run(serve(parser.parse_args().listen))
+    parser.add_argument("--event-loop", choices=event_loop.CHOICES, default="auto")
+    args = parser.parse_args()
+    event_loop.run(serve(args.listen), args.event_loop)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 import psutil
 
+from dispatcher import event_loop
 from dispatcher.heap import freeze_startup_heap
 from dispatcher.v1 import common_pb2, routing_pb2, routing_pb2_grpc
 
@@ -173,6 +174,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--prefix", default="bench")
     parser.add_argument("--expect-routed", action="store_true")
+    parser.add_argument("--event-loop", choices=event_loop.CHOICES, default="auto")
     parser.add_argument("--no-release", dest="release", action="store_false")
     parser.add_argument(
         "--rate", type=offered_rate, default=0.0, help="offered Routes/s in all (0: unpaced)"
@@ -181,7 +183,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    asyncio.run(run(parse_args(argv)))
+    args = parse_args(argv)
+    event_loop.run(run(args), args.event_loop)
 
 
 if __name__ == "__main__":

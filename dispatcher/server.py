@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from dispatcher.config import DispatcherConfig
+from dispatcher.event_loop import loop_name
 from dispatcher.heap import freeze_startup_heap
 from dispatcher.logs import get_logger
 from dispatcher.relay.gateway import ResultGateway
@@ -143,6 +144,7 @@ class DispatcherServer:
             address=self.address,
             hot_store=self._hot_store_label(),
             metrics_port=self.metrics_port,
+            event_loop=loop_name(),
         )
 
     def _register(self, server: grpc.aio.Server, runtime: Runtime) -> None:

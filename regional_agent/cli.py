@@ -24,6 +24,7 @@ from collections.abc import Sequence
 
 import grpc
 
+from dispatcher import event_loop
 from dispatcher.errors import ConfigError
 from dispatcher.logs import LogFormat, configure_logging
 from dispatcher.rpc.health_client import check_health
@@ -136,7 +137,7 @@ def run(config_path: str, log_format: LogFormat) -> int:
     except ConfigError as exc:
         print(f"{PROGRAM}: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve_until_signalled(config))
+    event_loop.run(serve_until_signalled(config))
     return 0
 
 

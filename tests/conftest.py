@@ -13,13 +13,14 @@ import asyncio
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from dispatcher import event_loop
 from dispatcher.ledger.sql import migrate
 from tests import redis_cluster
 from tests import redis_tls as redis_tls_server
@@ -28,6 +29,18 @@ from tests.tls import Pki, make_pki, openssl_missing
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Async tests run on the loop the dispatcher's processes run on (uvloop where it is
+    installed: ``dispatcher.event_loop``); those marked ``both_loops`` on the stock asyncio
+    loop too, which ``server.event_loop: asyncio`` selects."""
+    production = {event_loop.default_loop_name(): event_loop.loop_factory("auto")}
+    if item.get_closest_marker("both_loops"):
+        return {**production, "asyncio": asyncio.new_event_loop}
+    return production
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

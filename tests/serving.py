@@ -23,6 +23,11 @@ def sqlite_url(tmp_path: Path) -> str:
 
 def wait_for_serving(proc: subprocess.Popen[str]) -> str:
     """Read the JSON log until the ``serving`` line; return the address it names."""
+    return str(serving_line(proc)["address"])
+
+
+def serving_line(proc: subprocess.Popen[str]) -> dict[str, object]:
+    """Read the JSON log until the ``serving`` line and return it."""
     assert proc.stderr is not None
     deadline = time.monotonic() + START_TIMEOUT_S
     seen = []
@@ -35,8 +40,8 @@ def wait_for_serving(proc: subprocess.Popen[str]) -> str:
             event = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if event.get("event") == "serving":
-            return str(event["address"])
+        if isinstance(event, dict) and event.get("event") == "serving":
+            return event
     proc.kill()
     raise AssertionError(f"server did not report serving; stderr: {''.join(seen)}")
 

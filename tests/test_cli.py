@@ -7,6 +7,7 @@ it bound, so no test guesses a free port or sleeps.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -15,8 +16,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from dispatcher.event_loop import default_loop_name, uvloop_available
 from dispatcher.rpc.health_client import check_health
-from tests.serving import dispatcher_cmd, serving, sqlite_url
+from tests.serving import dispatcher_cmd, serving, serving_line, sqlite_url
 
 
 @pytest.fixture
@@ -62,6 +64,27 @@ BAD_CONFIGS = [
         "duplicate",
     ),
 ]
+
+
+@pytest.mark.parametrize("choice", [None, "asyncio", "uvloop"])
+def test_serve_runs_on_the_event_loop_the_environment_names(
+    tmp_path: Path, choice: str | None
+) -> None:
+    if choice == "uvloop" and not uvloop_available():
+        pytest.skip("uvloop is not installed here")
+    env = {k: v for k, v in os.environ.items() if k != "DISPATCHER_EVENT_LOOP"}
+    if choice:
+        env["DISPATCHER_EVENT_LOOP"] = choice
+    cmd = dispatcher_cmd("serve", "--listen", "127.0.0.1:0", "--log-format", "json")
+    cmd += ["--database-url", sqlite_url(tmp_path)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert serving_line(proc)["event_loop"] == (choice or default_loop_name())
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        assert proc.stderr is not None
+        proc.stderr.close()
 
 
 @pytest.mark.parametrize(

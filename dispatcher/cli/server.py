@@ -15,10 +15,10 @@ With no flags ``serve`` runs the embedded default: in-memory hot store and a SQL
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 from collections.abc import Sequence
 
+from dispatcher import event_loop
 from dispatcher.cli.common import EXIT_OK, EXIT_USAGE, fail
 from dispatcher.config import DispatcherConfig, load_config
 from dispatcher.errors import BackendUnavailable, ConfigError, FailedPrecondition
@@ -146,11 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config_from_args(args)
         configure_logging(config.server.log_format, config.server.log_level)
         if args.command == "serve":
-            asyncio.run(_serve(config))
+            event_loop.run(_serve(config), config.server.event_loop)
         elif args.command == "gateway":
-            asyncio.run(_gateway(config))
+            event_loop.run(_gateway(config), config.server.event_loop)
         elif args.command == "journal":
-            asyncio.run(_journal(config))
+            event_loop.run(_journal(config), config.server.event_loop)
         elif args.command == "migrate":
             _migrate(config, args.revision)
     except (ConfigError, BackendUnavailable, FailedPrecondition, OSError) as exc:

@@ -22,6 +22,7 @@ environment variable           sets                      example
 ``DISPATCHER_DATABASE_URL``    ``durable.database_url``  ``postgresql+asyncpg://app@db/ledger``
 ``DISPATCHER_LOG_FORMAT``      ``server.log_format``     ``json``
 ``DISPATCHER_LOG_LEVEL``       ``server.log_level``      ``debug``
+``DISPATCHER_EVENT_LOOP``      ``server.event_loop``     ``asyncio`` (default ``auto``: uvloop)
 ``DISPATCHER_METRICS_LISTEN``  ``server.metrics_listen`` ``0.0.0.0:9100``
 ``DISPATCHER_GATEWAY_LISTEN``  ``relay.gateway_listen``  ``0.0.0.0:8081``
 ``DISPATCHER_REPLICAS``        ``hot_store.replicas``    ``3``

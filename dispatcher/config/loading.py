@@ -30,6 +30,7 @@ ENVIRONMENT_VARIABLES: Mapping[str, str] = {
     "DISPATCHER_DATABASE_URL": "durable.database_url",
     "DISPATCHER_LOG_FORMAT": "server.log_format",
     "DISPATCHER_LOG_LEVEL": "server.log_level",
+    "DISPATCHER_EVENT_LOOP": "server.event_loop",
     "DISPATCHER_METRICS_LISTEN": "server.metrics_listen",
     "DISPATCHER_GATEWAY_LISTEN": "relay.gateway_listen",
     "DISPATCHER_REPLICAS": "hot_store.replicas",

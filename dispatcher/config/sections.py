@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,6 +29,7 @@ from dispatcher.config.values import (
     config_problem,
     redact_url,
 )
+from dispatcher.event_loop import EventLoopChoice, uvloop_available
 
 LogFormat = Literal["json", "console"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
@@ -48,6 +50,12 @@ def _lower(value: Any) -> Any:
 Name = Annotated[str, Field(min_length=1)]
 
 
+def _installed_loop(choice: EventLoopChoice) -> EventLoopChoice:
+    if choice == "uvloop" and not uvloop_available():
+        raise config_problem("uvloop is not installed here (pip install uvloop, or use asyncio)")
+    return choice
+
+
 class ServerConfig(Section):
     """The gRPC listener, shutdown and logging of one replica."""
 
@@ -56,6 +64,10 @@ class ServerConfig(Section):
     log_format: Annotated[LogFormat, BeforeValidator(_lower)] = "console"
     log_level: Annotated[LogLevel, BeforeValidator(_lower)] = "info"
     metrics_listen: HostPort | None = None
+    # auto: uvloop when it is installed (it is a dependency on Linux and macOS), else asyncio.
+    event_loop: Annotated[
+        EventLoopChoice, BeforeValidator(_lower), AfterValidator(_installed_loop)
+    ] = "auto"
 
 
 class HotStoreConfig(Section):

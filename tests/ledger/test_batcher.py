@@ -9,6 +9,8 @@ import pytest
 
 from dispatcher.ledger.batcher import Batcher
 
+pytestmark = pytest.mark.both_loops
+
 
 class Recorder:
     """A ``run`` that records each batch (and its deadline) and waits for ``release`` before

@@ -17,7 +17,7 @@ from dispatcher.ledger.redis_pipe import Endpoint, ScriptPipe, encode_command
 from tests.ledger.proxy import Proxy
 from tests.redis_tls import TlsRedis
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.both_loops]
 
 ECHO = "redis.call('SET', KEYS[1], ARGV[1]) return ARGV[1]"
 REFUSE = "return redis.error_reply('NORES no such reservation')"

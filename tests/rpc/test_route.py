@@ -108,6 +108,7 @@ async def test_an_unknown_route_is_not_found(
     assert "no-such" in (error.details() or "")
 
 
+@pytest.mark.both_loops
 @pytest.mark.parametrize("hot_store", HOT_STORES)
 async def test_a_retried_route_returns_the_same_reservation_and_reserves_once(
     tmp_path: Path, hot_store: str, request: pytest.FixtureRequest
@@ -156,6 +157,7 @@ async def test_a_released_reservation_no_longer_counts_as_in_flight_on_its_clust
 # -- (a) spillover --------------------------------------------------------------------------
 
 
+@pytest.mark.both_loops
 @pytest.mark.parametrize("hot_store", HOT_STORES)
 async def test_a_full_pool_spills_over_to_another_pools_cluster_then_both_full_is_exhausted(
     tmp_path: Path, hot_store: str, request: pytest.FixtureRequest
