@@ -2,7 +2,7 @@
 
 grpc.aio, redis-py, SQLAlchemy and the ledger's pipelined Redis connection run on any
 asyncio loop. uvloop's (libuv under Cython) does the loop's own work — ready callbacks,
-timers, futures, socket reads and writes — in C, and that work is a large share of what
+timers, socket reads and writes — in C, and that work is a large share of what
 a Route costs beside its handler: every Route wakes the loop for the gRPC call, for its
 Redis reply and for the response (DESIGN §10; ``python -m bench.route`` measures it). The
 stock loop stays one setting away (``server.event_loop: asyncio``) for platforms without
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 EventLoopChoice = Literal["auto", "uvloop", "asyncio"]
-CHOICES: tuple[EventLoopChoice, ...] = ("auto", "uvloop", "asyncio")
+CHOICES: tuple[EventLoopChoice, ...] = get_args(EventLoopChoice)
 T = TypeVar("T")
 
 
