@@ -129,7 +129,7 @@ class FailoverLedger:
 
     def _start_replay(self) -> None:
         busy = self._replayer is not None and not self._replayer.done()
-        if not busy and self.local.journal.unacked():
+        if not busy and self.local.journal.has_unacked():
             self._replayer = asyncio.create_task(self._replay(), name="outage-journal-replay")
 
     async def _replay(self) -> None:

@@ -82,6 +82,11 @@ class MemoryJournal:
     def unacked(self) -> list[JournalEvent]:
         return [e for e in self._unacked if e.event_id not in self._acked]
 
+    def has_unacked(self) -> bool:
+        """``bool(unacked())`` without building the list (asked after every hot-store call).
+        Acked ids are always among the held events, so the counts tell."""
+        return len(self._unacked) > len(self._acked)
+
     async def read(self, batch: int, block_ms: int) -> list[JournalEvent]:
         if not self.unacked() and block_ms > 0:
             self._arrived.clear()

@@ -33,9 +33,14 @@ _FORBIDDEN_IN_FAMILY = frozenset("{}#, \t\n")
 _FORBIDDEN_IN_POOL = frozenset(", \t\n")
 
 
+#: isinstance against a tuple: ``int | float`` builds a union object on every call, and
+#: every Route and Release checks several numbers.
+_NUMBER_TYPES = (int, float)
+
+
 def check_number(value: float, name: str, *, positive: bool = False) -> float:
     """Refuse NaN, infinities and negatives (and zero when ``positive``), naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, _NUMBER_TYPES):
         raise InvalidArgument(name, f"must be a number, got {type(value).__name__}")
     if not math.isfinite(value):
         raise InvalidArgument(name, f"must be finite, got {value!r}")

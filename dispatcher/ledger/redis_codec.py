@@ -19,6 +19,7 @@ from dispatcher.ledger import bucket
 from dispatcher.ledger.events import JournalEvent
 from dispatcher.ledger.model import (
     DIMENSIONS,
+    NO_USAGE,
     Cost,
     Denial,
     PoolSpec,
@@ -26,6 +27,10 @@ from dispatcher.ledger.model import (
     ReservationState,
     Usage,
 )
+
+#: A record's state by its text: a dict lookup, where ``ReservationState(text)`` goes
+#: through Enum's metaclass call (every Route and Release decodes a record).
+_STATE_OF = {state.value: state for state in ReservationState}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +72,21 @@ def reservation_from_record(rec: Mapping[str, Any], replayed: bool = False) -> R
         candidate_id=rec["cid"],
         pool_ids=tuple(rec["pools"]),
         cost={p: Cost.from_dict(c) for p, c in rec["cost"].items()},
-        state=ReservationState(rec["state"]),
+        state=_STATE_OF[rec["state"]],
         lease_expires_at=float(rec["exp"]),
         created_at=float(rec["at"]),
         spilled_from=rec.get("spill"),
-        usage=Usage.from_dict(rec["usage"]),
+        usage=usage_of(rec["usage"]),
         replayed=replayed,
     )
+
+
+def usage_of(raw: Mapping[str, float]) -> Usage:
+    """A record's usage; one that reported nothing yet (every reservation until it runs) is
+    the shared ``NO_USAGE`` rather than a new, re-validated copy of it."""
+    if not any(raw.values()):
+        return NO_USAGE
+    return Usage.from_dict(raw)
 
 
 def replayable(out: Mapping[str, Any]) -> Reservation:

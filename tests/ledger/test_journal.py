@@ -23,6 +23,18 @@ async def test_read_returns_unacked_in_order_until_acked() -> None:
     assert await source.read(10, 0) == []
 
 
+async def test_has_unacked_agrees_with_unacked_through_out_of_order_acks() -> None:
+    journal = MemoryJournal()
+    assert not journal.has_unacked()
+    events = [journal.append(EventKind.RESERVED, float(i), f"r{i}") for i in range(3)]
+    # Acked out of order (a later event first), twice, and with ids it never held.
+    for acked in ([events[2].event_id, "unknown"], [events[2].event_id], [events[0].event_id]):
+        await journal.ack(acked)
+        assert journal.has_unacked() == bool(journal.unacked()) is True
+    await journal.ack([events[1].event_id])
+    assert journal.has_unacked() == bool(journal.unacked()) is False
+
+
 async def test_event_ids_are_unique_and_prefixed() -> None:
     journal = MemoryJournal("replica-a")
     ids = {journal.append(EventKind.USAGE, 1.0).event_id for _ in range(100)}
