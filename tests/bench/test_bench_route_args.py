@@ -1,6 +1,9 @@
-"""bench.route's pacing flags refuse values that would not pace (pure argument parsing)."""
+"""bench.route's pacing flags refuse values that would not pace, and its CPU pinning plan
+(pure argument parsing and planning)."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -28,3 +31,33 @@ def test_a_rate_that_is_not_finite_and_non_negative_is_refused(
 def test_sane_pacing_is_taken() -> None:
     assert route.parse_args(["--light-load", "0.5"]).light_load == 0.5
     assert route_load.parse_args(["--target", "h:1", "--rate", "600"]).rate == 600.0
+
+
+@pytest.mark.parametrize(
+    ("cpus", "servers", "others"),
+    [({0, 1}, {0}, {1}), ({3, 5, 7, 9}, {3}, {5, 7, 9})],
+)
+def test_auto_pinning_gives_the_servers_one_cpu_and_the_rest_everything_else(
+    monkeypatch: pytest.MonkeyPatch, cpus: set[int], servers: set[int], others: set[int]
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: cpus, raising=False)
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, mask: None, raising=False)
+    plan = route.pinning("auto")
+    assert plan is not None
+    assert (plan.servers, plan.others) == (servers, others)
+
+
+def test_pinning_is_off_when_asked_or_with_a_single_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert route.pinning("off") is None
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {2}, raising=False)
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, mask: None, raising=False)
+    assert route.pinning("auto") is None
+
+
+def test_pinning_defaults_to_auto_and_refuses_other_words(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert route.parse_args([]).pin == "auto"
+    with pytest.raises(SystemExit):
+        route.parse_args(["--pin", "always"])
+    assert "--pin" in capsys.readouterr().err
