@@ -38,7 +38,9 @@ def encode_command(args: Sequence[Arg]) -> bytes:
     """One command in RESP: an array of bulk strings (hiredis packs it, in C)."""
     # The stub types the argument as a 1-tuple (any length is what it takes) and leaves the
     # result untyped (bytes).
-    packed: bytes = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]
+    packed: bytes = hiredis.pack_command(
+        args if isinstance(args, tuple) else tuple(args)  # type: ignore[arg-type]
+    )
     return packed
 
 
@@ -172,9 +174,9 @@ class ScriptPipe:
     async def call(
         self, sha: str, text: str, keys: Sequence[str], args: Sequence[Arg], deadline: float
     ) -> Any:
-        reply = await self._request(["EVALSHA", sha, len(keys), *keys, *args], deadline)
+        reply = await self._request(("EVALSHA", sha, len(keys), *keys, *args), deadline)
         if isinstance(reply, NoScriptError):
-            reply = await self._request(["EVAL", text, len(keys), *keys, *args], deadline)
+            reply = await self._request(("EVAL", text, len(keys), *keys, *args), deadline)
         if isinstance(reply, RedisError):
             raise reply
         return reply

@@ -210,7 +210,8 @@ class Router:
 
     async def route(self, call: RouteCall) -> Routed:
         estimate = call.estimate or self.estimates.estimate(call.agent)
-        pin = await self._pin(call.session_key)
+        # No await without a session: most Routes have none, and each await costs.
+        pin = await self._pin(call.session_key) if call.session_key else None
         decision = self.engine.decide(call.engine_request(estimate), time.time(), pin=pin)
         if decision.outcome is Outcome.MAINTENANCE:
             self.metrics.decisions.labels("MAINTENANCE", "", "").inc()
@@ -239,9 +240,10 @@ class Router:
         token = self.tokens.of(reservation.reservation_id) if self.tokens else ""
         if not reservation.replayed:
             self.engine.on_dispatch(choice.cluster_id, choice.lane)
-            await self._pin_session(
-                call, choice, handover, target.candidate.boot_id if target else ""
-            )
+            if call.session_key:
+                await self._pin_session(
+                    call, choice, handover, target.candidate.boot_id if target else ""
+                )
             outcome = "FALLBACK" if decision.outcome is Outcome.FALLBACK else "ROUTED"
             self.metrics.decisions.labels(outcome, choice.cluster_id, choice.backend).inc()
             if reservation.spilled_from:

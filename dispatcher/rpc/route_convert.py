@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 from dispatcher.errors import InvalidArgument
-from dispatcher.fleet.model import Lane
 from dispatcher.ledger import TokenEstimate
 from dispatcher.router import CHOICE_SEP, RouteCall, Routed, split_version
 from dispatcher.routing.model import Outcome
@@ -84,7 +83,7 @@ def decision_pb(request_id: str, routed: Routed) -> routing_pb2.RouteDecision:
     cluster.id, cluster.region, cluster.endpoint = choice.cluster_id, routed.region, routed.endpoint
     decision.backend = choice.backend
     decision.agent_version = choice.version
-    decision.lane = convert.LANE_TO_PB[Lane(choice.lane)]
+    decision.lane = convert.LANE_NAME_TO_PB[choice.lane]
     decision.reservation_id = reservation.reservation_id
     decision.task_id = reservation.reservation_id
     decision.result_token = routed.result_token
