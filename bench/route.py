@@ -120,7 +120,7 @@ class Pinning:
 
 
 def pinning(choice: str) -> Pinning | None:
-    """``--pin auto``: the last CPU this process may use for the servers, the rest for the
+    """``--pin auto``: the first CPU this process may use for the servers, the rest for the
     others; None when off, or with one CPU (or no affinity calls: not Linux)."""
     if choice == "off" or not hasattr(os, "sched_setaffinity"):
         return None

@@ -87,10 +87,9 @@ class _FamilyKeys:
 
     journal: str
     leases: str
-    pool_ids: tuple[str, ...]
-    pools: tuple[str, ...]  # pool keys, in pool_ids order
+    pools: tuple[str, ...]  # the pools' keys, in the family's pool order
     pool_key: Mapping[str, str]
-    pool_ids_json: bytes  # ARGV of the single-reservation scripts
+    pool_ids_json: bytes  # the pool ids in that order: ARGV of the single-reservation scripts
 
     @classmethod
     def of(cls, keys: RedisKeys, family: str, pool_ids: Sequence[str]) -> _FamilyKeys:
@@ -98,7 +97,6 @@ class _FamilyKeys:
         return cls(
             journal=keys.journal(family),
             leases=keys.leases(family),
-            pool_ids=tuple(pool_ids),
             pools=tuple(pool_key[p] for p in pool_ids),
             pool_key=pool_key,
             pool_ids_json=orjson.dumps(list(pool_ids)),

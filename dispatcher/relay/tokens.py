@@ -25,7 +25,6 @@ class TaskTokens:
     def __init__(self, secret: bytes) -> None:
         if len(secret) < 16:
             raise ValueError("a token secret needs at least 16 bytes")
-        self._secret = secret
         self._keyed = hmac.new(secret, digestmod=hashlib.sha256)
 
     def of(self, task_id: str) -> str:
