@@ -33,7 +33,7 @@ process (``bench.route_load``) drives each with ``--callers`` concurrent callers
 ``--channels`` channels: Route, then Release of the reservation, so pools never fill. Server
 CPU is read with psutil over the generator's timed window. A light phase then gives the
 p99 below saturation: ``--p99-callers`` callers at Poisson arrivals offering
-``--light-load`` (default half) of the route rate just measured, to both servers. A last
+``--light-load`` (default half) of the route rate just measured, to all three. A last
 set of phases drives each server with Route alone (no Release: what the target's "per
 Route" names; the dispatcher last, because its reservations stay held until their leases
 lapse).
@@ -41,7 +41,8 @@ lapse).
 
 Printed: ``route_per_s``, ``empty_per_s``, ``route_over_empty`` (target >= 0.6),
 ``route_p99_ms`` (light load; target <= 5) with ``route_p50_ms``, the empty server's
-``empty_p99_ms`` and ``empty_p50_ms`` at the same ``light_offered_per_s``,
+``empty_p99_ms`` and ``empty_p50_ms`` and the floor's ``floor_p99_ms`` and ``floor_p50_ms``
+at the same ``light_offered_per_s``,
 ``route_p99_ms_saturated``, ``server_cpu_us_per_route`` (includes the Release after each Route),
 ``empty_cpu_us_per_call`` (Route + Release likewise), ``server_cpu_us_per_route_alone``
 (target <= 300) beside ``empty_cpu_us_per_route_alone``, the floor's ``floor_per_s``,
@@ -467,7 +468,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     errors: list[str] = []
     route, empty, light = Phase(), Phase(), Phase()
     route_alone, empty_alone, empty_light = Phase(), Phase(), Phase()
-    floor, floor_alone = Phase(), Phase()
+    floor, floor_alone, floor_light = Phase(), Phase(), Phase()
     pins = pinning(args.pin)
     args.server_cpus = pins.servers if pins else None  # read where servers start
     if pins is not None:
@@ -497,6 +498,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             await drive(dispatcher, args, light, light_callers, "light", True, rate=light_rate)
             await drive(
+                floor_server,
+                args,
+                floor_light,
+                light_callers,
+                "floor-light",
+                False,
+                rate=light_rate,
+            )
+            await drive(
                 baseline, args, empty_alone, args.callers, "empty-alone", False, release=False
             )
             await drive(
@@ -511,7 +521,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     phases = {
         "route": route, "empty": empty, "light": light, "empty light": empty_light,
         "route alone": route_alone, "empty alone": empty_alone, "floor": floor,
-        "floor alone": floor_alone,
+        "floor alone": floor_alone, "floor light": floor_light,
     }  # fmt: skip
     for name, phase in phases.items():
         errors += [f"{name}: {sample}" for sample in phase.error_samples]
@@ -530,6 +540,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "route_p50_ms": round(max(light.p50_ms, default=0.0), 3),
         "empty_p99_ms": round(max(empty_light.p99_ms, default=0.0), 3),
         "empty_p50_ms": round(max(empty_light.p50_ms, default=0.0), 3),
+        "floor_p99_ms": round(max(floor_light.p99_ms, default=0.0), 3),
+        "floor_p50_ms": round(max(floor_light.p50_ms, default=0.0), 3),
         "light_offered_per_s": round(light_rate, 1),
         "route_p99_ms_saturated": round(max(route.p99_ms, default=0.0), 3),
         "server_cpu_us_per_route": round(route.cpu_us_per_call, 1),
