@@ -29,6 +29,7 @@ log = get_logger(__name__)
 
 REFRESH_INTERVAL_S = 5.0
 RESERVE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+RPC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 2.5)
 
 
 class Metrics:
@@ -57,6 +58,16 @@ class Metrics:
             buckets=RESERVE_BUCKETS,
             registry=r,
         )
+        self.rpc_seconds = Histogram(
+            "dispatcher_rpc_seconds",
+            "Time a RoutingService call spent in its handler, by method and status code",
+            ["method", "code"],
+            buckets=RPC_BUCKETS,
+            registry=r,
+        )
+        # Labelled children by (method, code): labels() takes a lock and builds a key each
+        # call, and every Route and Release observes one.
+        self._rpc_children: dict[tuple[str, str], Histogram] = {}
         self.pool_remaining = Gauge(
             "dispatcher_pool_remaining",
             "Quota a new reservation may take now",
@@ -83,6 +94,13 @@ class Metrics:
             "Seconds since the consumer's last commit",
             registry=r,
         )
+
+    def observe_rpc(self, method: str, code: str, seconds: float) -> None:
+        """One call's time in its handler (``rpc.handlers.unary`` reports it)."""
+        child = self._rpc_children.get((method, code))
+        if child is None:
+            child = self._rpc_children[(method, code)] = self.rpc_seconds.labels(method, code)
+        child.observe(seconds)
 
     async def refresh(self, runtime: Runtime) -> None:
         """Read the hot store once and set every gauge."""

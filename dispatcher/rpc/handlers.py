@@ -3,7 +3,9 @@
 Each handler gets a request id bound into the log context, has its ``DispatcherError``
 translated into a gRPC status through ``rpc.status`` (the only place codes are chosen), and
 never leaks a traceback to a caller: an unexpected exception is logged with the request id
-and answered with INTERNAL.
+and answered with INTERNAL. A servicer with an ``observe_rpc(method, code, seconds)``
+attribute (``Metrics.observe_rpc``) is told how long each unary call spent in its handler
+and with which status code it ended.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Concatenate, TypeVar
 
@@ -19,7 +22,7 @@ import structlog
 
 from dispatcher import errors
 from dispatcher.logs import get_logger
-from dispatcher.rpc.status import rich_status
+from dispatcher.rpc.status import rich_status, status_code_for
 
 log = get_logger(__name__)
 
@@ -29,6 +32,7 @@ Response = TypeVar("Response")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 REQUEST_ID_HEADER = "x-request-id"
+OBSERVER = "observe_rpc"  # the servicer attribute unary() reports each call's time to
 
 
 #: Log-correlation ids for calls that bring none: a random per-process prefix and a counter.
@@ -45,6 +49,17 @@ def request_id_of(context: Context) -> str:
     return f"{_FRESH_PREFIX}-{next(_fresh_ids):x}"
 
 
+def code_name(exc: Exception) -> str:
+    """The status code a handler's exception is answered with (see ``_abort``)."""
+    return status_code_for(exc).name if isinstance(exc, errors.DispatcherError) else "INTERNAL"
+
+
+def _aborted_with(context: Context) -> str:
+    """The code a handler that aborted by itself set (UNKNOWN if gRPC does not say)."""
+    code = context.code()
+    return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+
+
 async def _abort(context: Context, exc: BaseException, rpc: str) -> None:
     if isinstance(exc, errors.DispatcherError):
         log.debug("rpc_error", rpc=rpc, error=str(exc))
@@ -58,20 +73,28 @@ def unary(
 ) -> Callable[[Servicer, Request, Context], Awaitable[Response]]:
     """Wrap a unary-response handler ``async def M(self, request, context)``."""
 
+    name = method.__name__
+
     @functools.wraps(method)
     async def handler(self: Servicer, request: Request, context: Context) -> Response:
+        started, code = time.perf_counter(), "OK"
         # bind/reset rather than the bound_contextvars() context manager: its generator
         # costs more than the binding on a path every Route and Release takes.
         tokens = structlog.contextvars.bind_contextvars(request_id=request_id_of(context))
         try:
             return await method(self, request, context)
         except grpc.aio.AbortError:
+            code = _aborted_with(context)
             raise
         except Exception as exc:
-            await _abort(context, exc, method.__name__)
+            code = code_name(exc)
+            await _abort(context, exc, name)
             raise  # unreachable: abort raises
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
+            observe = getattr(self, OBSERVER, None)
+            if observe is not None:
+                observe(name, code, time.perf_counter() - started)
 
     return handler
 

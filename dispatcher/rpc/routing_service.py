@@ -18,6 +18,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     def __init__(self, ledger: Ledger, router: Router) -> None:
         self.ledger = ledger
         self.router = router
+        self.observe_rpc = router.metrics.observe_rpc  # each call's time (rpc.handlers)
 
     @unary
     async def Route(

@@ -6,10 +6,22 @@ import asyncio
 import urllib.request
 from pathlib import Path
 
+import grpc
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dispatcher.rpc import handlers
 from dispatcher.server import DispatcherServer
+from dispatcher.v1 import routing_pb2, routing_pb2_grpc
 from tests.rpc.conftest import embedded_config
+from tests.rpc.route_helpers import (
+    BIG_POOL,
+    FakeAgent,
+    route_error,
+    route_request,
+    routing,
+    running,
+)
 
 
 def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
@@ -44,3 +56,77 @@ async def test_pool_remaining_and_journal_lag_are_exported(tmp_path: Path) -> No
         assert "dispatcher_decisions" in families
     finally:
         await server.stop(grace=0)
+
+
+def rpc_counts(port: int) -> dict[str, float]:
+    """``method/code`` -> calls the RPC latency histogram counted."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        body = reply.read().decode()
+    return {
+        f"{sample.labels['method']}/{sample.labels['code']}": sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+        if sample.name == "dispatcher_rpc_seconds_count"
+    }
+
+
+async def test_every_routing_call_is_timed_by_method_and_status_code(tmp_path: Path) -> None:
+    pool = "openai/org-x"
+    async with (
+        running(
+            tmp_path,
+            pools=[{"id": pool, **BIG_POOL}],
+            routes={"chat-default": {"backends": [{"name": "gpt-4o", "weight": 100}]}},
+            **{"server.metrics_listen": "127.0.0.1:0"},
+        ) as server,
+        grpc.aio.insecure_channel(server.address) as channel,
+    ):
+        await FakeAgent(channel, "c1", pool_ids=[pool]).connect()
+        await server.runtime.router.refresh()
+        stub = routing(channel)
+        decision = await stub.Route(route_request("req-1"))
+        await stub.Release(routing_pb2.ReleaseRequest(reservation_id=decision.reservation_id))
+        await route_error(stub, route_request(""))  # no request id: INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Release(routing_pb2.ReleaseRequest(reservation_id="openai#" + "0" * 32))
+        assert server.metrics_port is not None
+        counts = await asyncio.to_thread(rpc_counts, server.metrics_port)
+    assert counts == {
+        "Route/OK": 1.0,
+        "Release/OK": 1.0,
+        "Route/INVALID_ARGUMENT": 1.0,
+        "Release/NOT_FOUND": 1.0,
+    }
+
+
+class AbortingRouting(routing_pb2_grpc.RoutingServiceServicer):
+    """A servicer whose Route aborts by itself, timed like the dispatcher's."""
+
+    def __init__(self) -> None:
+        self.observed: list[tuple[str, str]] = []
+
+    def observe_rpc(self, method: str, code: str, seconds: float) -> None:
+        assert seconds >= 0
+        self.observed.append((method, code))
+
+    @handlers.unary
+    async def Route(
+        self, request: routing_pb2.RouteRequest, context: handlers.Context
+    ) -> routing_pb2.RouteDecision:
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "full")
+        raise AssertionError("abort raises")
+
+
+async def test_a_call_its_handler_aborted_is_counted_under_the_code_it_set() -> None:
+    servicer, server = AbortingRouting(), grpc.aio.server()
+    routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await routing_pb2_grpc.RoutingServiceStub(channel).Route(routing_pb2.RouteRequest())
+    finally:
+        await server.stop(0)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert servicer.observed == [("Route", "RESOURCE_EXHAUSTED")]
