@@ -10,6 +10,7 @@ and with which status code it ended.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import secrets
@@ -85,6 +86,9 @@ def unary(
             return await method(self, request, context)
         except grpc.aio.AbortError:
             code = _aborted_with(context)
+            raise
+        except asyncio.CancelledError:  # the caller gave up, or its deadline passed
+            code = "CANCELLED"
             raise
         except Exception as exc:
             code = code_name(exc)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
@@ -99,15 +101,18 @@ async def test_every_routing_call_is_timed_by_method_and_status_code(tmp_path: P
     }
 
 
-class AbortingRouting(routing_pb2_grpc.RoutingServiceServicer):
-    """A servicer whose Route aborts by itself, timed like the dispatcher's."""
+class TimedRouting(routing_pb2_grpc.RoutingServiceServicer):
+    """Route aborts by itself; Release waits until its caller gives up. Timed like the
+    dispatcher's servicer."""
 
     def __init__(self) -> None:
         self.observed: list[tuple[str, str]] = []
+        self.any_observed = asyncio.Event()
 
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
         assert seconds >= 0
         self.observed.append((method, code))
+        self.any_observed.set()
 
     @handlers.unary
     async def Route(
@@ -116,17 +121,40 @@ class AbortingRouting(routing_pb2_grpc.RoutingServiceServicer):
         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "full")
         raise AssertionError("abort raises")
 
+    @handlers.unary
+    async def Release(
+        self, request: routing_pb2.ReleaseRequest, context: handlers.Context
+    ) -> routing_pb2.ReleaseResponse:
+        await asyncio.Event().wait()  # never set: only the caller's deadline ends this call
+        raise AssertionError("unreachable")
 
-async def test_a_call_its_handler_aborted_is_counted_under_the_code_it_set() -> None:
-    servicer, server = AbortingRouting(), grpc.aio.server()
+
+@asynccontextmanager
+async def timed_server() -> AsyncIterator[tuple[TimedRouting, routing_pb2_grpc.RoutingServiceStub]]:
+    servicer, server = TimedRouting(), grpc.aio.server()
     routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await routing_pb2_grpc.RoutingServiceStub(channel).Route(routing_pb2.RouteRequest())
+            yield servicer, routing_pb2_grpc.RoutingServiceStub(channel)
     finally:
         await server.stop(0)
+
+
+async def test_a_call_its_handler_aborted_is_counted_under_the_code_it_set() -> None:
+    async with timed_server() as (servicer, stub):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.Route(routing_pb2.RouteRequest())
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert servicer.observed == [("Route", "RESOURCE_EXHAUSTED")]
+
+
+async def test_a_call_whose_caller_gave_up_is_counted_as_cancelled() -> None:
+    async with timed_server() as (servicer, stub):
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await stub.Release(routing_pb2.ReleaseRequest(), timeout=0.2)
+        async with asyncio.timeout(10):
+            await servicer.any_observed.wait()
+    assert raised.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert servicer.observed == [("Release", "CANCELLED")]
