@@ -412,15 +412,14 @@ class RedisLedger:
 
     async def _expire_some(self, family: str, room: int, done: list[str]) -> bool:
         """Abandon due leases among the earliest few; True if there may be more due."""
-        k, pids = self._keys, self._families[family]
+        fk, k = self._family_keys[family], self._keys
         async with self._redis():
-            raw_ids = await self._client.zrange(k.leases(family), 0, min(room, _EXPIRE_BATCH) - 1)
+            raw_ids = await self._client.zrange(fk.leases, 0, min(room, _EXPIRE_BATCH) - 1)
         rids = [r.decode() if isinstance(r, bytes) else str(r) for r in raw_ids]
         if not rids:
             return False
-        keys = [k.journal(family), k.leases(family), *(k.pool(family, p) for p in pids)]
-        keys += [k.res(family, rid) for rid in rids]
-        args: list[ScriptArg] = [orjson.dumps(pids), str(len(rids)), *rids]
+        keys = [fk.journal, fk.leases, *fk.pools, *(k.res(family, rid) for rid in rids)]
+        args: list[ScriptArg] = [fk.pool_ids_json, str(len(rids)), *rids]
         out = orjson.loads(await self._call("expire", keys, args))
         done.extend(out["abandoned"] or [])
         return bool(out["due"] == len(rids))

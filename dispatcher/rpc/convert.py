@@ -42,10 +42,10 @@ LANE_FROM_PB: Mapping[common_pb2.TaskClass.ValueType, Lane] = {
     common_pb2.TASK_CLASS_STANDARD: Lane.STANDARD,
     common_pb2.TASK_CLASS_HEAVY: Lane.HEAVY,
 }
-LANE_TO_PB = {lane: value for value, lane in LANE_FROM_PB.items()}
-#: By the lane's text (a decision's choice carries it as text): no Enum call per Route.
-LANE_NAME_TO_PB: Mapping[str, common_pb2.TaskClass.ValueType] = {
-    lane.value: value for lane, value in LANE_TO_PB.items()
+#: Keyed by text: a Lane is a str, and a decision's choice carries its lane as text (no
+#: Enum call per Route).
+LANE_TO_PB: Mapping[str, common_pb2.TaskClass.ValueType] = {
+    lane: value for value, lane in LANE_FROM_PB.items()
 }
 
 ADMIN_FROM_PB: Mapping[common_pb2.AdminState.ValueType, AdminState] = {

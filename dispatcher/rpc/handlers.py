@@ -50,7 +50,7 @@ def request_id_of(context: Context) -> str:
     return f"{_FRESH_PREFIX}-{next(_fresh_ids):x}"
 
 
-def code_name(exc: Exception) -> str:
+def _code_name(exc: Exception) -> str:
     """The status code a handler's exception is answered with (see ``_abort``)."""
     return status_code_for(exc).name if isinstance(exc, errors.DispatcherError) else "INTERNAL"
 
@@ -91,7 +91,7 @@ def unary(
             code = "CANCELLED"
             raise
         except Exception as exc:
-            code = code_name(exc)
+            code = _code_name(exc)
             await _abort(context, exc, name)
             raise  # unreachable: abort raises
         finally:

@@ -83,7 +83,7 @@ def decision_pb(request_id: str, routed: Routed) -> routing_pb2.RouteDecision:
     cluster.id, cluster.region, cluster.endpoint = choice.cluster_id, routed.region, routed.endpoint
     decision.backend = choice.backend
     decision.agent_version = choice.version
-    decision.lane = convert.LANE_NAME_TO_PB[choice.lane]
+    decision.lane = convert.LANE_TO_PB[choice.lane]
     decision.reservation_id = reservation.reservation_id
     decision.task_id = reservation.reservation_id
     decision.result_token = routed.result_token
