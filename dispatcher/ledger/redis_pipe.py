@@ -98,7 +98,10 @@ class _Protocol(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
-        self.closed = asyncio.get_running_loop().create_future()
+        # Its loop, kept: asyncio.get_running_loop() makes a getpid() system call each time
+        # (a fork check), and each call on the Route path would ask three times.
+        self.loop = asyncio.get_running_loop()
+        self.closed = self.loop.create_future()
         # Error replies become the exceptions redis-py would raise for them (ResponseError
         # with the "ERR " prefix stripped, NoScriptError, BusyLoadingError...).
         self._reader = hiredis.Reader(replyError=BaseParser.parse_error)
@@ -117,7 +120,7 @@ class _Protocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             raise RedisConnectionError("connection to Redis closed")
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        reply: asyncio.Future[Any] = self.loop.create_future()
         self._pending.append(reply)
         transport.write(command)
         return reply
@@ -185,14 +188,14 @@ class ScriptPipe:
         protocol = self._protocol
         if protocol is None or not protocol.usable:
             protocol = await self._connect(deadline)
-        if asyncio.get_running_loop().time() >= deadline:
+        if protocol.loop.time() >= deadline:
             # Out of time before sending (a retry late in its caller's deadline): fail
             # without a call on the wire and without dropping the connection under others.
             raise TimeoutError
         reply = protocol.send(encode_command(command))
         # A bare timer on the reply rather than asyncio.timeout_at: the same deadline for a
         # fraction of the cost, on a path every Route and Release takes.
-        timer = asyncio.get_running_loop().call_at(deadline, _expire, protocol, reply)
+        timer = protocol.loop.call_at(deadline, _expire, protocol, reply)
         try:
             return await reply
         finally:
