@@ -39,7 +39,8 @@ Route" names; the dispatcher last, because its reservations stay held until thei
 lapse).
 ``engine_per_s`` is the in-process engine with 100 clusters (``bench.engine_speed.measure``).
 
-Printed: ``route_per_s``, ``empty_per_s``, ``route_over_empty`` (target >= 0.6),
+Printed: ``route_per_s``, ``empty_per_s``, ``route_over_empty`` (target >= 0.6) and
+``route_over_empty_rounds`` (each round's ratio: the spread is the machine's noise),
 ``route_p99_ms`` (light load; target <= 5) with ``route_p50_ms``, the empty server's
 ``empty_p99_ms`` and ``empty_p50_ms`` and the floor's ``floor_p99_ms`` and ``floor_p50_ms``
 at the same ``light_offered_per_s``,
@@ -355,6 +356,7 @@ class Phase:
     error_samples: list[str] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
     p50_ms: list[float] = field(default_factory=list)
+    rates: list[float] = field(default_factory=list)  # calls per second, one per drive
 
     @property
     def per_s(self) -> float:
@@ -440,6 +442,7 @@ async def drive(
     phase.error_samples += result["error_samples"]
     phase.p99_ms.append(result["p99_ms"])
     phase.p50_ms.append(result["p50_ms"])
+    phase.rates.append(result["routes"] / result["seconds"] if result["seconds"] else 0.0)
 
 
 @contextmanager
@@ -530,6 +533,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "route_per_s": round(route.per_s, 1),
         "empty_per_s": round(empty.per_s, 1),
         "route_over_empty": round(route.per_s / empty.per_s, 3) if empty.per_s else 0.0,
+        "route_over_empty_rounds": ratios_by_round(route, empty),
         # On a machine this small the rates follow the whole machine's CPU per call:
         "empty_total_over_route_total": round(
             empty.total_cpu_s / empty.routes / (route.total_cpu_s / route.routes), 3
@@ -582,6 +586,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "load_avg_1m": round(psutil.getloadavg()[0], 2),
         },
     }
+
+
+def ratios_by_round(phase: Phase, baseline: Phase) -> list[float]:
+    """Each round's rate over its baseline's in the same round: their spread shows how much
+    of a difference between two runs the machine's noise alone could explain."""
+    return [
+        round(rate / base, 3) if base else 0.0
+        for rate, base in zip(phase.rates, baseline.rates, strict=False)
+    ]
 
 
 def load_fraction(text: str) -> float:

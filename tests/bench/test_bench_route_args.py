@@ -1,5 +1,5 @@
-"""bench.route's pacing flags refuse values that would not pace, and its CPU pinning plan
-(pure argument parsing and planning)."""
+"""bench.route's pacing flags refuse values that would not pace, its CPU pinning plan, and its
+per-round ratios (pure argument parsing, planning and arithmetic)."""
 
 from __future__ import annotations
 
@@ -61,3 +61,10 @@ def test_pinning_defaults_to_auto_and_refuses_other_words(
     with pytest.raises(SystemExit):
         route.parse_args(["--pin", "always"])
     assert "--pin" in capsys.readouterr().err
+
+
+def test_each_round_is_compared_with_the_baseline_of_the_same_round() -> None:
+    routed = route.Phase(rates=[900.0, 700.0])
+    empty = route.Phase(rates=[1800.0, 1750.0])
+    assert route.ratios_by_round(routed, empty) == [0.5, 0.4]
+    assert route.ratios_by_round(routed, route.Phase(rates=[0.0])) == [0.0]
