@@ -426,6 +426,7 @@ async def drive(
     if await proc.wait() != 0 or not result:
         phase.errors += 1
         phase.error_samples.append(f"generator {label} exited {proc.returncode}")
+        phase.rates.append(0.0)  # keeps rounds aligned with the baseline's
         return
     phase.routes += result["routes"]
     phase.releases += result["releases"]
