@@ -141,6 +141,29 @@ async def test_concurrent_reserves_share_script_calls(redis_db: str) -> None:
         await ledger.aclose()
 
 
+async def test_a_lost_pool_is_restored_before_its_batch_writes_anything(
+    redis_db: str, raw: aioredis.Redis
+) -> None:
+    """Reserve reads a pool only when a candidate needs it, but checks every pool of the
+    batch first: had the first request of this batch been written before the script found
+    the second one's pool gone, the retry after reseeding would answer it as a replay."""
+    pools = [spec("p1", tpm=1000), spec("p2", tpm=1000)]
+    # One batch on the wire at a time: the first call goes alone, the other two share one.
+    ledger = await RedisLedger.open(redis_db, pools, max_inflight=1)
+    try:
+        await raw.delete("dsp:{fam}:pool:p2")
+        results = await asyncio.gather(
+            ledger.reserve(one("alone", "p1")),
+            ledger.reserve(one("batched-on-p1", "p1")),
+            ledger.reserve(one("batched-on-p2", "p2")),
+        )
+        assert all(isinstance(r, Reservation) and not r.replayed for r in results), results
+        assert (await ledger.snapshot("p1")).dims["tpm"].remaining == pytest.approx(800, abs=5)
+        assert (await ledger.snapshot("p2")).dims["tpm"].remaining == pytest.approx(900, abs=5)
+    finally:
+        await ledger.aclose()
+
+
 async def test_unreachable_redis_is_backend_unavailable() -> None:
     with pytest.raises(BackendUnavailable):
         await RedisLedger.open("redis://127.0.0.1:1/0", [spec(tpm=1000)], timeout_s=0.2)
