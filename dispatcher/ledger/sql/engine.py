@@ -12,7 +12,6 @@ timeouts, deadlocks, SQLite busy) leaves this module as ``BackendUnavailable("sq
 
 from __future__ import annotations
 
-import functools
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -41,6 +40,7 @@ from dispatcher.ledger.sql.projection import (
     merge_clause,
     summarise,
 )
+from dispatcher.ledger.sql.sqlite_rows import SqliteJournal, json_text
 
 EVENTS: Table = models.JournalEventRow.__table__  # type: ignore[assignment]
 RESERVATIONS: Table = models.ReservationRow.__table__  # type: ignore[assignment]
@@ -70,7 +70,7 @@ def open_engine(
         connect_args = {"timeout": connect_timeout, "command_timeout": 60.0}
     return create_async_engine(
         url,
-        json_serializer=_json_text,
+        json_serializer=json_text,
         json_deserializer=orjson.loads,
         pool_size=pool_size,
         max_overflow=pool_size,
@@ -81,16 +81,10 @@ def open_engine(
     )
 
 
-def _json_text(value: Any) -> str:
-    """JSON columns through orjson: the consumer writes every event's data and every
-    reservation's costs, and json.dumps was about 5 % of its CPU in a py-spy profile."""
-    return orjson.dumps(value).decode()
-
-
 def _open_sqlite(url: URL) -> AsyncEngine:
     if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
         Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, json_serializer=_json_text, json_deserializer=orjson.loads)
+    engine = create_async_engine(url, json_serializer=json_text, json_deserializer=orjson.loads)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -150,7 +144,7 @@ class DurableLedger:
         self.engine = engine
         self._clock = clock
         self._dialect = engine.dialect.name
-        self._statements: dict[str, Executable] = {}
+        self._sqlite = SqliteJournal(EVENTS, RESERVATIONS) if self._dialect == "sqlite" else None
 
     async def aclose(self) -> None:
         await self.engine.dispose()
@@ -174,9 +168,12 @@ class DurableLedger:
         # In id order, like the reservations below: two consumers inserting the same
         # redelivered events wait on each other in one order instead of deadlocking.
         ordered = sorted(events, key=lambda e: e.event_id)
-        for chunk in _chunks([_event_values(e) for e in ordered]):
-            stmt = self._statement("events", functools.partial(self._events_insert, chunk))
-            fresh.update((await conn.execute(stmt, self._bulk_params(chunk))).scalars())
+        if self._sqlite is not None:
+            for chunk in _chunks(ordered):
+                fresh.update(await self._sqlite.insert_events(conn, chunk))
+            return fresh
+        for rows in _chunks([_event_values(e) for e in ordered]):
+            fresh.update((await conn.execute(self._events_insert(rows))).scalars())
         return fresh
 
     async def _project(self, conn: AsyncConnection, events: list[JournalEvent]) -> None:
@@ -185,12 +182,12 @@ class DurableLedger:
             if e.reservation_id and e.kind in RESERVATION_KINDS:
                 by_id[e.reservation_id].append(e)
         # Sorted ids: concurrent upserts take row locks in one order, so they cannot deadlock.
-        rows = [_reservation_values(summarise(i, by_id[i])) for i in sorted(by_id)]
-        for chunk in _chunks(rows):
-            stmt = self._statement(
-                "reservations", functools.partial(self._reservations_upsert, chunk)
-            )
-            await conn.execute(stmt, self._bulk_params(chunk))
+        summaries = [summarise(i, by_id[i]) for i in sorted(by_id)]
+        if self._sqlite is not None:
+            await self._sqlite.upsert_reservations(conn, summaries)
+            return
+        for rows in _chunks([_reservation_values(r) for r in summaries]):
+            await conn.execute(self._reservations_upsert(rows))
 
     def _events_insert(self, rows: Sequence[dict[str, Any]]) -> Executable:
         return (
@@ -205,17 +202,6 @@ class DurableLedger:
             index_elements=["id"], set_=merge_clause(RESERVATIONS, insert.excluded)
         )
 
-    def _statement(self, name: str, build: Callable[[], Executable]) -> Executable:
-        """``build()``, once per ``name`` where the statement does not depend on the rows
-        (SQLite's executemany): building the upsert's merge clause and its cache key anew
-        for every batch cost the consumer more than the rows' own parameters."""
-        if self._dialect == "postgresql":
-            return build()  # the rows are bound into it (unnest): one statement per batch
-        statement = self._statements.get(name)
-        if statement is None:
-            statement = self._statements[name] = build()
-        return statement
-
     def _bulk_insert(
         self, table: Table, rows: Sequence[dict[str, Any]]
     ) -> postgresql.Insert | sqlite.Insert:
@@ -223,10 +209,8 @@ class DurableLedger:
 
         PostgreSQL gets one array per column through ``unnest``: a statement whose text does
         not depend on the row count is prepared once per connection, and it inserted 1.7x as
-        many events/s as multi-row VALUES in /tmp benchmarks. SQLite gets an executemany of
-        one cached statement (SQLAlchemy batches it into multi-row VALUES itself): building
-        ``.values(rows)`` anew compiled a fresh statement for every batch, which cost more
-        than the inserts.
+        many events/s as multi-row VALUES in /tmp benchmarks. SQLite (settings writes only:
+        the journal's go through ``SqliteJournal``) gets an executemany of the rows.
         """
         if self._dialect != "postgresql":
             return sqlite.insert(table)
