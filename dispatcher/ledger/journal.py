@@ -45,6 +45,11 @@ class JournalSource(Protocol):
         """How many events are not acked yet (the lag to alarm on)."""
         ...
 
+    def backlogged(self) -> bool:
+        """Whether the last ``read`` stopped at its count limit, so more may be waiting at
+        once: the consumer reads on without lingering."""
+        ...
+
 
 class MemoryJournal:
     """In-process journal: a list append under the caller's critical section."""
@@ -57,6 +62,7 @@ class MemoryJournal:
         self._unacked: deque[JournalEvent] = deque()
         self._acked: set[str] = set()
         self._arrived = asyncio.Event()
+        self._backlogged = False
 
     def append(
         self,
@@ -94,7 +100,12 @@ class MemoryJournal:
                 await asyncio.wait_for(self._arrived.wait(), block_ms / 1000)
             except TimeoutError:
                 return []
-        return self.unacked()[:batch]
+        unacked = self.unacked()
+        self._backlogged = len(unacked) > batch
+        return unacked[:batch]
+
+    def backlogged(self) -> bool:
+        return self._backlogged
 
     async def ack(self, event_ids: Sequence[str]) -> None:
         live = {e.event_id for e in self._unacked}

@@ -46,6 +46,9 @@ class DiesBeforeAck:
     async def pending(self) -> int:
         return await self.inner.pending()
 
+    def backlogged(self) -> bool:
+        return self.inner.backlogged()
+
 
 class SwitchableSink:
     """Writes through ``target``; tests swap an unreachable ledger for the real one."""
@@ -204,7 +207,7 @@ async def test_stop_interrupts_a_backoff_at_once() -> None:
 
 async def test_a_consumer_behind_never_lingers_and_a_trickle_does() -> None:
     """A backlog drains batch after batch (each smaller than ``batch``, as reads split
-    across streams are); only a read of fewer than ``linger_below`` events waits."""
+    across streams are) while the source says it is backlogged; the rest waits."""
     journal_ = MemoryJournal()
     for i in range(1000):
         journal_.append(EventKind.RESERVED, T0, f"r{i}")
@@ -231,8 +234,11 @@ async def test_a_consumer_behind_never_lingers_and_a_trickle_does() -> None:
         async def pending(self) -> int:
             return await journal_.pending()
 
+        def backlogged(self) -> bool:
+            return journal_.backlogged()
+
     sink = Counting()
-    consumer = JournalConsumer(SplitAcrossTwoStreams(), sink, batch=200, linger_below=64)
+    consumer = JournalConsumer(SplitAcrossTwoStreams(), sink, batch=200)
     lingered: list[int] = []
 
     async def linger() -> None:
@@ -244,5 +250,7 @@ async def test_a_consumer_behind_never_lingers_and_a_trickle_does() -> None:
     for i in range(2):
         journal_.append(EventKind.RESERVED, T0, f"trickle-{i}")
     await asyncio.wait_for(consumer.run(), 10)
-    assert sink.sizes == [100] * 10 + [2, 1]  # the backlog, the trickle, then "late"
+    # The backlog and the trickle: 1002 events in 100s, the last read holding all that was
+    # left (so no backlog, and a linger), then "late".
+    assert sink.sizes == [100] * 10 + [2, 1]
     assert lingered[0] == 1002  # no pause before: the first is after the two-event trickle

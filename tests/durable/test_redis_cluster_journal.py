@@ -50,6 +50,9 @@ class DiesBeforeAck:
     async def pending(self) -> int:
         return await self.inner.pending()
 
+    def backlogged(self) -> bool:
+        return self.inner.backlogged()
+
 
 @pytest.fixture
 async def cluster(redis_cluster_db: str) -> AsyncIterator[RedisCluster]:

@@ -82,7 +82,6 @@ class JournalConsumer:
         batch: int = 1000,
         block_ms: int = 500,
         linger_s: float = 0.05,
-        linger_below: int = 64,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -91,7 +90,6 @@ class JournalConsumer:
         self.batch = batch
         self.block_ms = block_ms
         self.linger_s = linger_s
-        self.linger_below = linger_below
         self.backoff = backoff or Backoff()
         self._clock = clock
         self._stopping = asyncio.Event()
@@ -106,18 +104,18 @@ class JournalConsumer:
         log.info("journal consumer started", batch=self.batch)
         try:
             while not self._stopping.is_set():
-                if 0 < await self.step() < self.linger_below:
+                if await self.step() and not self.source.backlogged():
                     await self._linger()
         except _Stopped:
             pass
         log.info("journal consumer stopped", committed=self._committed)
 
     async def _linger(self) -> None:
-        """After a trickle (fewer than ``linger_below`` events), let events gather a moment:
-        a commit (an fsync on SQLite) costs about as much as the rows, so one-event batches
-        spent most of their CPU committing. Never after a batch that large: a consumer
-        behind (whose reads are split across the journal streams, so rarely a full
-        ``batch``) must not sleep. A trickle's lag grows by at most ``linger_s``."""
+        """After a batch that did not fill its read, let events gather a moment: a commit
+        (an fsync on SQLite) and each round trip cost as much whether they carry ten events
+        or three hundred, so small batches spent most of the consumer's CPU on them. Never
+        while the source is backlogged (a read stopped at its count: a consumer behind must
+        not sleep). History lags by at most ``linger_s`` more."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), self.linger_s)
 

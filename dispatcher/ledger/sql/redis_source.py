@@ -14,6 +14,7 @@ an id acks every entry that carried it. Delivery is at-least-once:
 - ``read`` first replays this consumer's own unacked entries (after a restart, or when the
   caller reads again without acking), then takes over entries a crashed consumer left idle
   longer than ``claim_idle_ms`` (XAUTOCLAIM), then reads new ones (XREADGROUP ``>``).
+  ``backlogged()`` says whether that read stopped at its COUNT on some stream.
 - ``ack`` (XACK) comes only after the SQL commit; it then trims each stream below the oldest
   entry any group still needs (XTRIM MINID), so trimming never drops an unacked entry.
 - A malformed entry is moved to ``dsp:{<family>}:journal:dead`` (same slot) and acked, so
@@ -134,9 +135,11 @@ class RedisJournalSource:
         # Event id -> the stream entries it was read from (several for a replayed origin).
         self._entries: dict[str, list[tuple[str, str]]] = {}
         self._replay = True  # a restarted consumer first finishes what it had taken
+        self._backlogged = False  # the last read stopped at COUNT on some stream
 
     async def read(self, batch: int, block_ms: int) -> list[JournalEvent]:
         async with redis_errors("read journal"):
+            self._backlogged = False
             await self._refresh_streams()
             if not self._streams:
                 # Nothing journalled yet: wait as XREADGROUP would, or the caller spins.
@@ -151,6 +154,9 @@ class RedisJournalSource:
             if not entries:
                 entries = await self._read_group(">", batch, block_ms)
             return await self._to_events(entries)
+
+    def backlogged(self) -> bool:
+        return self._backlogged
 
     async def ack(self, event_ids: Sequence[str]) -> None:
         by_key: dict[str, list[str]] = defaultdict(list)
@@ -259,12 +265,11 @@ class RedisJournalSource:
                 self._refreshed_at = float("-inf")
                 raise BackendUnavailable("redis", f"journal group missing: {exc}") from exc
             raise
-        found = [
-            (_text(key), e)
-            for reply in replies
-            for key, entries in reply or []
-            for e in _entries(entries)
-        ]
+        found: list[Located] = []
+        for reply in replies:
+            for key, entries in reply or []:
+                self._backlogged = self._backlogged or len(entries) >= count
+                found += [(_text(key), e) for e in _entries(entries)]
         if not found and block_ms and block_ms > 0 and len(self._by_slot) > 1:
             await asyncio.sleep(min(block_ms, self._poll_ms) / 1000)
         return found
@@ -308,6 +313,7 @@ class RedisJournalSource:
             )
             self._claim_cursor[key] = _text(reply[0])
             found.extend((key, e) for e in _entries(reply[1]))
+            self._backlogged = self._backlogged or len(reply[1]) >= self._per_stream(batch)
         return found
 
     async def _to_events(self, entries: list[Located]) -> list[JournalEvent]:
