@@ -17,7 +17,6 @@ same values either way; ``tests/durable/test_sqlite_rows.py`` compares the two r
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -70,9 +69,9 @@ class EventsInsert:
             raise AssertionError(f"journal_events columns changed: {sorted(columns)}")
         self._table = table.name
 
-    @functools.lru_cache(maxsize=64)  # noqa: B019 (one instance per ledger; chunk sizes repeat)
     def sql(self, rows: int) -> str:
-        """The insert of ``rows`` events: the ids it returns are the new ones."""
+        """The insert of ``rows`` events: the ids it returns are the new ones. (Built per
+        batch: a few microseconds, where the batch's rows take milliseconds.)"""
         one = "(" + ", ".join("?" * len(EVENT_COLUMNS)) + ")"
         return (
             f"INSERT INTO {self._table} ({', '.join(EVENT_COLUMNS)}) VALUES "
