@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -78,7 +79,7 @@ async def _through_sqlalchemy(url: str, events: Sequence[JournalEvent]) -> None:
 
 def _stored(path: Path, table: Table) -> list[tuple[Any, ...]]:
     """Every row as SQLite holds it: the text and types on disk, not SQLAlchemy's reading."""
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         rows = conn.execute(f"SELECT * FROM {table.name} ORDER BY 1")
         return [tuple((value, type(value).__name__) for value in row) for row in rows]
 
