@@ -15,15 +15,8 @@ from sqlalchemy.dialects import sqlite
 
 from dispatcher.ledger.events import EventKind, JournalEvent
 from dispatcher.ledger.sql import migrate
-from dispatcher.ledger.sql.engine import (
-    EVENTS,
-    RESERVATIONS,
-    DurableLedger,
-    _event_values,
-    _reservation_values,
-    open_engine,
-)
-from dispatcher.ledger.sql.projection import summarise
+from dispatcher.ledger.sql.engine import EVENTS, RESERVATIONS, DurableLedger, open_engine
+from dispatcher.ledger.sql.projection import event_values, reservation_values, summarise
 from dispatcher.ledger.sql.sqlite_rows import stored_time
 from tests.durable.conftest import lifecycle, sqlite_url
 
@@ -70,8 +63,8 @@ async def _through_sqlalchemy(url: str, events: Sequence[JournalEvent]) -> None:
     engine = open_engine(url)
     try:
         async with engine.begin() as conn:
-            await conn.execute(insert(EVENTS), [_event_values(e) for e in events])
-            summaries = [_reservation_values(summarise(i, es)) for i, es in by_id.items()]
+            await conn.execute(insert(EVENTS), [event_values(e) for e in events])
+            summaries = [reservation_values(summarise(i, es)) for i, es in by_id.items()]
             await conn.execute(insert(RESERVATIONS), summaries)
     finally:
         await engine.dispose()

@@ -36,8 +36,9 @@ from dispatcher.ledger.sql import models
 from dispatcher.ledger.sql.projection import (
     RESERVATION_KINDS,
     Reservation,
-    event_time,
+    event_values,
     merge_clause,
+    reservation_values,
     summarise,
 )
 from dispatcher.ledger.sql.sqlite_rows import SqliteJournal, json_text
@@ -172,7 +173,7 @@ class DurableLedger:
             for chunk in _chunks(ordered):
                 fresh.update(await self._sqlite.insert_events(conn, chunk))
             return fresh
-        for rows in _chunks([_event_values(e) for e in ordered]):
+        for rows in _chunks([event_values(e) for e in ordered]):
             fresh.update((await conn.execute(self._events_insert(rows))).scalars())
         return fresh
 
@@ -186,7 +187,7 @@ class DurableLedger:
         if self._sqlite is not None:
             await self._sqlite.upsert_reservations(conn, summaries)
             return
-        for rows in _chunks([_reservation_values(r) for r in summaries]):
+        for rows in _chunks([reservation_values(r) for r in summaries]):
             await conn.execute(self._reservations_upsert(rows))
 
     def _events_insert(self, rows: Sequence[dict[str, Any]]) -> Executable:
@@ -316,17 +317,6 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-def _event_values(e: JournalEvent) -> dict[str, Any]:
-    return {
-        "event_id": e.event_id,
-        "kind": e.kind.value,
-        "at": event_time(e),
-        "reservation_id": e.reservation_id,
-        "pool_ids": ",".join(e.pool_ids),
-        "data": dict(e.data),
-    }
-
-
 def _journal_event(row: RowMapping) -> JournalEvent:
     pools: str = row["pool_ids"]
     return JournalEvent(
@@ -337,21 +327,6 @@ def _journal_event(row: RowMapping) -> JournalEvent:
         pool_ids=tuple(pools.split(",")) if pools else (),
         data=row["data"],
     )
-
-
-def _reservation_values(r: Reservation) -> dict[str, Any]:
-    return {
-        "id": r.id,
-        "state": r.state,
-        "request_id": r.request_id,
-        "candidate_id": r.candidate_id,
-        "pool_ids": ",".join(r.pool_ids),
-        "reserved": None if r.reserved is None else dict(r.reserved),
-        "usage": None if r.usage is None else dict(r.usage),
-        "outcome": r.outcome,
-        "created_at": r.created_at,
-        "updated_at": r.updated_at,
-    }
 
 
 def _reservation(row: RowMapping) -> Reservation:

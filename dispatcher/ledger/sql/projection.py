@@ -74,6 +74,34 @@ def event_time(event: JournalEvent) -> datetime:
     return datetime.fromtimestamp(event.at, tz=UTC)
 
 
+def event_values(e: JournalEvent) -> dict[str, Any]:
+    """The ``journal_events`` row of ``e``, by column."""
+    return {
+        "event_id": e.event_id,
+        "kind": e.kind.value,
+        "at": event_time(e),
+        "reservation_id": e.reservation_id,
+        "pool_ids": ",".join(e.pool_ids),
+        "data": dict(e.data),
+    }
+
+
+def reservation_values(r: Reservation) -> dict[str, Any]:
+    """The ``reservations`` row of a summary, by column."""
+    return {
+        "id": r.id,
+        "state": r.state,
+        "request_id": r.request_id,
+        "candidate_id": r.candidate_id,
+        "pool_ids": ",".join(r.pool_ids),
+        "reserved": None if r.reserved is None else dict(r.reserved),
+        "usage": None if r.usage is None else dict(r.usage),
+        "outcome": r.outcome,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+    }
+
+
 def summarise(reservation_id: str, events: Iterable[JournalEvent]) -> Reservation:
     """Fold ``events`` (all of ``reservation_id``, any order) as if no row existed."""
     ordered = sorted(events, key=lambda e: e.at)

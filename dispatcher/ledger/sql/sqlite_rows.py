@@ -10,6 +10,9 @@ opened with — so everything reading through SQLAlchemy (admin reads, ``dispatc
 the dashboard views sees the same values either way; ``tests/durable/test_sqlite_rows.py``
 compares the two row for row.
 
+Both take their rows from ``projection.event_values`` / ``reservation_values`` (the rows the
+PostgreSQL path binds too) and encode each value by its column's type.
+
 - events: one multi-row ``INSERT ... ON CONFLICT DO NOTHING RETURNING event_id`` per chunk,
   as SQLAlchemy's "insertmanyvalues" sends it: the ids it returns are the new events.
 - reservations: the upsert SQLAlchemy compiles from ``projection.merge_clause`` (compiled
@@ -18,31 +21,24 @@ compares the two row for row.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Table
+from sqlalchemy import JSON, Column, DateTime, Table
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from dispatcher.ledger.events import JournalEvent
-from dispatcher.ledger.sql.projection import Reservation, merge_clause
-
-EVENT_COLUMNS = ("event_id", "kind", "at", "reservation_id", "pool_ids", "data")
-RESERVATION_COLUMNS = (
-    "id",
-    "state",
-    "request_id",
-    "candidate_id",
-    "pool_ids",
-    "reserved",
-    "usage",
-    "outcome",
-    "created_at",
-    "updated_at",
+from dispatcher.ledger.sql.projection import (
+    Reservation,
+    event_values,
+    merge_clause,
+    reservation_values,
 )
+
+Encode = Callable[[Any], Any]
 
 
 def json_text(value: Any) -> str:
@@ -57,56 +53,63 @@ def stored_time(value: datetime) -> str:
     return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
-def event_time_text(at: float) -> str:
-    return stored_time(datetime.fromtimestamp(at, tz=UTC))
+def _encoder(column: Column[Any]) -> Encode | None:
+    """How SQLAlchemy's bind processor would store a value of ``column`` (None: as is)."""
+    if isinstance(column.type, DateTime):
+        return lambda v: None if v is None else stored_time(v)
+    if isinstance(column.type, JSON):
+        # None is SQL NULL, as in the columns that may hold none (``none_as_null``); the
+        # one that does not, an event's data, is always a dict.
+        return lambda v: None if v is None else json_text(v)
+    return None
+
+
+class _Rows:
+    """Row dicts of one table as positional tuples, in the table's column order."""
+
+    def __init__(self, table: Table) -> None:
+        self.names = tuple(c.name for c in table.c)
+        self._encoders = tuple(_encoder(c) for c in table.c)
+
+    def encode(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(
+            row[name] if encode is None else encode(row[name])
+            for name, encode in zip(self.names, self._encoders, strict=True)
+        )
 
 
 class EventsInsert:
     """The events insert as driver SQL, and the events as its parameters."""
 
     def __init__(self, table: Table) -> None:
-        columns = {c.name for c in table.c}
-        if columns != set(EVENT_COLUMNS):
-            raise AssertionError(f"journal_events columns changed: {sorted(columns)}")
         self._table = table.name
+        self._rows = _Rows(table)
 
     def sql(self, rows: int) -> str:
         """The insert of ``rows`` events: the ids it returns are the new ones. (Built per
         batch: a few microseconds, where the batch's rows take milliseconds.)"""
-        one = "(" + ", ".join("?" * len(EVENT_COLUMNS)) + ")"
+        one = "(" + ", ".join("?" * len(self._rows.names)) + ")"
         return (
-            f"INSERT INTO {self._table} ({', '.join(EVENT_COLUMNS)}) VALUES "
+            f"INSERT INTO {self._table} ({', '.join(self._rows.names)}) VALUES "
             + ", ".join([one] * rows)
             + " ON CONFLICT (event_id) DO NOTHING RETURNING event_id"
         )
 
-    @staticmethod
-    def params(events: Sequence[JournalEvent]) -> tuple[Any, ...]:
-        """The flat parameters of ``sql(len(events))``, in ``EVENT_COLUMNS`` order."""
-        params: list[Any] = []
-        for e in events:
-            params += (
-                e.event_id,
-                e.kind.value,
-                event_time_text(e.at),
-                e.reservation_id,
-                ",".join(e.pool_ids),
-                json_text(dict(e.data)),
-            )
-        return tuple(params)
+    def params(self, events: Sequence[JournalEvent]) -> tuple[Any, ...]:
+        """The flat parameters of ``sql(len(events))``."""
+        return tuple(v for e in events for v in self._rows.encode(event_values(e)))
 
 
 class ReservationUpsert:
     """The reservations upsert as driver SQL, and the summaries as its rows."""
 
     def __init__(self, table: Table) -> None:
-        columns = tuple(c.name for c in table.c)
-        if columns != RESERVATION_COLUMNS:
-            raise AssertionError(f"reservations columns changed: {columns}")
+        self._rows = _Rows(table)
         insert = sqlite.insert(table)
         statement = insert.on_conflict_do_update(
             index_elements=["id"], set_=merge_clause(table, insert.excluded)
         )
+        columns = self._rows.names
         compiled = statement.compile(dialect=sqlite.dialect(), column_keys=list(columns))
         self.sql = compiled.string
         names = tuple(compiled.positiontup or ())
@@ -117,22 +120,7 @@ class ReservationUpsert:
         self._constants = tuple(compiled.params[n] for n in names[len(columns) :])
 
     def params(self, summaries: Sequence[Reservation]) -> list[tuple[Any, ...]]:
-        return [self._row(r) + self._constants for r in summaries]
-
-    @staticmethod
-    def _row(r: Reservation) -> tuple[Any, ...]:
-        return (  # RESERVATION_COLUMNS order
-            r.id,
-            r.state,
-            r.request_id,
-            r.candidate_id,
-            ",".join(r.pool_ids),
-            None if r.reserved is None else json_text(dict(r.reserved)),
-            None if r.usage is None else json_text(dict(r.usage)),
-            r.outcome,
-            stored_time(r.created_at),
-            stored_time(r.updated_at),
-        )
+        return [self._rows.encode(reservation_values(r)) + self._constants for r in summaries]
 
 
 class SqliteJournal:
