@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from dispatcher.ledger.redis_pipe import Endpoint, ScriptPipe, encode_command
+from dispatcher.ledger.redis_pipe import Endpoint, ScriptPipe, _Protocol, encode_command
 from tests.ledger.proxy import Proxy
 from tests.redis_tls import TlsRedis
 
@@ -63,6 +63,49 @@ def test_rediss_urls_verify_the_server_unless_told_not_to() -> None:
     unverified = Endpoint.from_url("rediss://cache.internal:6380/0?ssl_cert_reqs=none").ssl
     assert unverified.verify_mode == ssl.CERT_NONE
     assert Endpoint.from_url("redis://cache.internal:6379/0").ssl is None
+
+
+class RecordingTransport(asyncio.Transport):
+    """What a connection writes, one entry per write call (pure unit tests only)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+
+async def test_commands_of_one_loop_turn_leave_in_one_write_in_order() -> None:
+    protocol, transport = _Protocol(), RecordingTransport()
+    protocol.connection_made(transport)
+    commands = [encode_command(["PING", str(i)]) for i in range(3)]
+    replies = [protocol.send(c) for c in commands]
+    assert transport.writes == []  # not before the turn ends
+    await asyncio.sleep(0)
+    assert transport.writes == [b"".join(commands)]
+    protocol.data_received(b"+0\r\n+1\r\n+2\r\n")
+    assert [r.result() for r in replies] == [b"0", b"1", b"2"]
+    later = protocol.send(commands[0])  # a later turn: a write of its own
+    await asyncio.sleep(0)
+    assert transport.writes[1:] == [commands[0]]
+    later.cancel()
+
+
+async def test_commands_of_a_connection_closed_before_its_turn_ended_fail_unwritten() -> None:
+    protocol, transport = _Protocol(), RecordingTransport()
+    protocol.connection_made(transport)
+    reply = protocol.send(encode_command(["PING"]))
+    transport.closing = True  # aborted by another call's deadline in the same turn
+    await asyncio.sleep(0)
+    assert transport.writes == []
+    protocol.connection_lost(None)
+    with pytest.raises(RedisConnectionError):
+        reply.result()
 
 
 async def test_concurrent_calls_each_get_their_own_reply_in_the_urls_database(
