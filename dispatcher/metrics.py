@@ -68,6 +68,7 @@ class Metrics:
         # Labelled children by (method, code): labels() takes a lock and builds a key each
         # call, and every Route and Release observes one.
         self._rpc_children: dict[tuple[str, str], Histogram] = {}
+        self._decision_children: dict[tuple[str, str, str], Counter] = {}  # likewise, per Route
         self.pool_remaining = Gauge(
             "dispatcher_pool_remaining",
             "Quota a new reservation may take now",
@@ -94,6 +95,14 @@ class Metrics:
             "Seconds since the consumer's last commit",
             registry=r,
         )
+
+    def count_decision(self, outcome: str, cluster_id: str, backend: str) -> None:
+        """One Route's decision (its labelled child memoised as in ``observe_rpc``)."""
+        key = (outcome, cluster_id, backend)
+        child = self._decision_children.get(key)
+        if child is None:
+            child = self._decision_children[key] = self.decisions.labels(*key)
+        child.inc()
 
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
         """One call's time in its handler (``rpc.handlers.unary`` reports it)."""

@@ -214,7 +214,7 @@ class Router:
         pin = await self._pin(call.session_key) if call.session_key else None
         decision = self.engine.decide(call.engine_request(estimate), time.time(), pin=pin)
         if decision.outcome is Outcome.MAINTENANCE:
-            self.metrics.decisions.labels("MAINTENANCE", "", "").inc()
+            self.metrics.count_decision("MAINTENANCE", "", "")
             return Routed(Outcome.MAINTENANCE, reason=decision.reason, message=decision.message)
         candidates = self._ledger_candidates(decision.choices, estimate)
         if not candidates:
@@ -245,7 +245,7 @@ class Router:
                     call, choice, handover, target.candidate.boot_id if target else ""
                 )
             outcome = "FALLBACK" if decision.outcome is Outcome.FALLBACK else "ROUTED"
-            self.metrics.decisions.labels(outcome, choice.cluster_id, choice.backend).inc()
+            self.metrics.count_decision(outcome, choice.cluster_id, choice.backend)
             if reservation.spilled_from:
                 self.metrics.spillovers.labels(reservation.spilled_from.split(CHOICE_SEP)[0]).inc()
             if self.watch.watching:

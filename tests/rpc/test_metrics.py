@@ -12,6 +12,7 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from dispatcher.metrics import Metrics
 from dispatcher.rpc import handlers
 from dispatcher.server import DispatcherServer
 from dispatcher.v1 import routing_pb2, routing_pb2_grpc
@@ -33,6 +34,21 @@ def scrape(port: int) -> dict[str, list[tuple[dict[str, str], float]]]:
         family.name: [(sample.labels, sample.value) for sample in family.samples]
         for family in text_string_to_metric_families(body)
     }
+
+
+def test_each_decision_is_counted_under_its_own_labels() -> None:
+    metrics = Metrics()
+    for _ in range(2):
+        metrics.count_decision("ROUTED", "eu-1", "gpt-4o")
+    metrics.count_decision("FALLBACK", "eu-1", "gpt-4o")
+    counted = {
+        (s.labels["outcome"], s.labels["cluster"], s.labels["backend"]): s.value
+        for family in metrics.registry.collect()
+        if family.name == "dispatcher_decisions"
+        for s in family.samples
+        if s.name == "dispatcher_decisions_total"
+    }
+    assert counted == {("ROUTED", "eu-1", "gpt-4o"): 2.0, ("FALLBACK", "eu-1", "gpt-4o"): 1.0}
 
 
 async def test_pool_remaining_and_journal_lag_are_exported(tmp_path: Path) -> None:
