@@ -40,6 +40,11 @@ run -m bench.heartbeats --check --json --streams 50 --interval 1 --seconds 3
 run -m bench.route --check --json --seconds 2 --rounds 1 --callers 8 \
   --redis-url "${BENCH_ROUTE_REDIS_URL:-redis://127.0.0.1:6379/14}"
 
+# -- bench/route_handlers.py: the dispatcher's own Python per Route + Release, in-process on
+#    the Redis ledger (no gRPC); --check fails on errors only.
+run -m bench.route_handlers --check --json --pairs 200 --concurrency 8 \
+  --redis-url "${BENCH_ROUTE_REDIS_URL:-redis://127.0.0.1:6379/14}"
+
 # -- bench/simulate.py and bench/engine_speed.py: the routing simulator on a tiny fleet for a
 #    few simulated minutes, and the in-process engine for a second.
 run -m bench.simulate --json --caps 8,4 --load 0.8 --replicas 2 --heartbeat 5 --hours 0.05 \

@@ -1,0 +1,40 @@
+"""The in-process handler bench, tiny: every pair routed and released on the real Redis
+ledger through the servicer's own methods, and a refused call counted, not swallowed."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from bench import route_handlers
+
+
+@pytest.mark.redis
+async def test_every_pair_is_routed_and_released_on_the_redis_ledger(redis_db: str) -> None:
+    args = route_handlers.parse_args(
+        ["--pairs", "64", "--concurrency", "8", "--redis-url", redis_db, "--pin", "off"]
+    )
+    args.pinned = False
+    result = await route_handlers.measure(args)
+    assert (result["pairs"], result["errors"]) == (64, 0), result["error_samples"]
+    assert result["handler_cpu_us_per_pair"] > 0
+
+
+async def test_a_refused_call_is_an_error_naming_its_status() -> None:
+    class Refusing:
+        async def Route(self, request: object, context: route_handlers.CallerContext) -> None:
+            await context.abort_with_status(Status())
+
+    class Status:
+        code = grpc.StatusCode.INVALID_ARGUMENT
+        details = "route: unknown"
+
+    pairs = route_handlers.Pairs(Refusing())  # type: ignore[arg-type]
+    await pairs.run(callers=2, pairs_each=1)
+    assert pairs.errors == ["RuntimeError: INVALID_ARGUMENT: route: unknown"] * 2
+
+
+def test_a_count_below_one_is_refused_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        route_handlers.parse_args(["--pairs", "0"])
+    assert "--pairs: must be >= 1" in capsys.readouterr().err
