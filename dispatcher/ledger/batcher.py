@@ -18,10 +18,17 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+
+
+def _give_up(future: asyncio.Future[Any]) -> None:
+    """A queued item's deadline passed: its caller gets TimeoutError, and a batch not yet
+    sent leaves it out (it sends only items whose future is not done)."""
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 class Batcher(Generic[In, Out]):
@@ -52,8 +59,15 @@ class Batcher(Generic[In, Out]):
         future: asyncio.Future[Out] = loop.create_future()
         self._queue.append((item, deadline, future))
         self._kick()
-        async with asyncio.timeout_at(deadline):
+        if deadline is None:
             return await future
+        # A bare timer on the future rather than asyncio.timeout_at: the same deadline for a
+        # fraction of the cost, on a path a loaded server's Routes and Releases mostly take.
+        timer = loop.call_at(deadline, _give_up, future)
+        try:
+            return await future
+        finally:
+            timer.cancel()
 
     async def _send_alone(self, item: In, deadline: float | None) -> Out:
         self._inflight += 1
