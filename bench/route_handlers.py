@@ -19,9 +19,13 @@ then has ``--concurrency`` coroutines each call the servicer's ``Route`` and the
 of the reservation, ``--pairs`` pairs in all. With ``--pin auto`` (default) it runs on one
 CPU, as bench.route's servers do.
 
+The baseline, in the same run and the same way: ``bench.route_empty``'s floor handlers, whose
+Route and Release each make just one pipelined script call (``return 1``) on the same Redis.
+
 Printed: ``handler_cpu_us_per_pair`` (this process's CPU over the timed pairs, the Redis
 client's included, divided by them), ``gc_us_per_pair`` (the cyclic collector's share of
-it), ``pairs_per_s`` and ``errors``; ``--check`` exits 1 on errors only, never on speed.
+it), ``pairs_per_s``, the floor's ``floor_cpu_us_per_pair``, ``handler_over_floor`` and
+``errors``; ``--check`` exits 1 on errors only, never on speed.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +47,11 @@ import redis
 
 from bench.output import finish
 from bench.route import CONFIG, clusters, pinning
+from bench.route_empty import FloorRouting
 from dispatcher import event_loop
 from dispatcher.config import load_config
 from dispatcher.heap import freeze_startup_heap
+from dispatcher.ledger.redis_pipe import ScriptPipe
 from dispatcher.logs import configure_logging
 from dispatcher.rpc.routing_service import RoutingServicer
 from dispatcher.server import DispatcherServer
@@ -127,36 +134,57 @@ def dispatcher_config(args: argparse.Namespace, workdir: Path) -> Any:
     return load_config(path, env={}, overrides=overrides)
 
 
+@dataclass
+class Timed:
+    cpu_s: float
+    wall_s: float
+    gc_s: float
+    pairs: int
+
+
+async def timed(pairs: Pairs, callers: int, total: int) -> Timed:
+    """``total`` pairs (rounded down to a multiple of ``callers``), after a warm-up."""
+    await pairs.run(callers, WARM_UP_PAIRS_PER_CALLER)
+    each = max(1, total // callers)
+    timer = GcTimer()
+    gc.callbacks.append(timer)
+    cpu, wall = time.process_time(), time.perf_counter()
+    try:
+        await pairs.run(callers, each)
+    finally:
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        gc.callbacks.remove(timer)
+    return Timed(cpu, wall, timer.seconds, each * callers)
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     redis.Redis.from_url(args.redis_url).flushdb()  # database 14 belongs to the route benches
     with tempfile.TemporaryDirectory(prefix="bench-handlers-") as tmp:
         server = DispatcherServer(dispatcher_config(args, Path(tmp)))
         await server.start()
         registration_errors: list[str] = []
+        pipe = ScriptPipe.from_url(args.redis_url)
         try:
             async with clusters(server.address, args.clusters, registration_errors):
                 runtime = server.runtime
-                pairs = Pairs(RoutingServicer(runtime.ledger, runtime.router))
-                await pairs.run(args.concurrency, WARM_UP_PAIRS_PER_CALLER)
-                freeze_startup_heap()
-                each = max(1, args.pairs // args.concurrency)
-                timer = GcTimer()
-                gc.callbacks.append(timer)
-                cpu, wall = time.process_time(), time.perf_counter()
-                try:
-                    await pairs.run(args.concurrency, each)
-                finally:
-                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-                    gc.callbacks.remove(timer)
+                freeze_startup_heap()  # as ``dispatcher serve`` does once it is up
+                handlers = Pairs(RoutingServicer(runtime.ledger, runtime.router))
+                floor_handlers = Pairs(FloorRouting(pipe))
+                routed = await timed(handlers, args.concurrency, args.pairs)
+                floor = await timed(floor_handlers, args.concurrency, args.pairs)
         finally:
+            await pipe.aclose()
             await server.stop(grace=0)
-    done = each * args.concurrency
-    errors = registration_errors + pairs.errors
+    errors = registration_errors + handlers.errors + floor_handlers.errors
+    per_pair = routed.cpu_s / routed.pairs * 1e6
+    floor_per_pair = floor.cpu_s / floor.pairs * 1e6
     return {
-        "handler_cpu_us_per_pair": round(cpu / done * 1e6, 1),
-        "gc_us_per_pair": round(timer.seconds / done * 1e6, 1),
-        "pairs_per_s": round(done / wall, 1),
-        "pairs": done,
+        "handler_cpu_us_per_pair": round(per_pair, 1),
+        "gc_us_per_pair": round(routed.gc_s / routed.pairs * 1e6, 1),
+        "pairs_per_s": round(routed.pairs / routed.wall_s, 1),
+        "floor_cpu_us_per_pair": round(floor_per_pair, 1),
+        "handler_over_floor": round(per_pair / floor_per_pair, 2),
+        "pairs": routed.pairs,
         "errors": len(errors),
         "error_samples": errors[:10],
         "settings": {

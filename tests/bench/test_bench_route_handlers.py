@@ -1,5 +1,6 @@
 """The in-process handler bench, tiny: every pair routed and released on the real Redis
-ledger through the servicer's own methods, and a refused call counted, not swallowed."""
+ledger through the servicer's own methods, the floor's beside them, and a refused call
+counted, not swallowed."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ async def test_every_pair_is_routed_and_released_on_the_redis_ledger(redis_db: s
     result = await route_handlers.measure(args)
     assert (result["pairs"], result["errors"]) == (64, 0), result["error_samples"]
     assert result["handler_cpu_us_per_pair"] > 0
+    assert result["floor_cpu_us_per_pair"] > 0  # its pairs ran too, without errors
 
 
 async def test_a_refused_call_is_an_error_naming_its_status() -> None:
