@@ -26,6 +26,7 @@ from typing import Any
 import grpc
 
 from dispatcher import event_loop
+from dispatcher.heap import prepare_heap_for_serving
 from dispatcher.ledger.redis_pipe import ScriptPipe
 from dispatcher.v1 import routing_pb2, routing_pb2_grpc
 
@@ -92,6 +93,9 @@ async def serve(listen: str, floor_redis_url: str | None = None) -> None:
     routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port(listen)
     await server.start()
+    # The heap treatment ``dispatcher serve`` gets, so the baselines are not handicapped by
+    # collections the dispatcher no longer runs.
+    prepare_heap_for_serving()
     print(json.dumps({"port": port}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

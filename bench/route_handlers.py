@@ -14,10 +14,10 @@ thread wake-ups around a handler that waits on Redis, the Redis socket's system 
 It starts a dispatcher in this process on ``bench.route``'s config (Redis database 14,
 which it flushes and owns; SQLite durable ledger in a temp dir; the journal is left in
 Redis, as with an external consumer), registers ``--clusters`` clusters through real
-``AgentService.Connect`` streams, freezes the start-up heap as ``dispatcher serve`` does,
-then has ``--concurrency`` coroutines each call the servicer's ``Route`` and then ``Release``
-of the reservation, ``--pairs`` pairs in all. With ``--pin auto`` (default) it runs on one
-CPU, as bench.route's servers do.
+``AgentService.Connect`` streams, prepares the heap as ``dispatcher serve`` does
+(``dispatcher.heap``), then has ``--concurrency`` coroutines each call the servicer's
+``Route`` and then ``Release`` of the reservation, ``--pairs`` pairs in all. With
+``--pin auto`` (default) it runs on one CPU, as bench.route's servers do.
 
 The baseline, in the same run and the same way: ``bench.route_empty``'s floor handlers, whose
 Route and Release each make just one pipelined script call (``return 1``) on the same Redis.
@@ -50,7 +50,7 @@ from bench.route import CONFIG, clusters, pinning
 from bench.route_empty import FloorRouting
 from dispatcher import event_loop
 from dispatcher.config import load_config
-from dispatcher.heap import freeze_startup_heap
+from dispatcher.heap import prepare_heap_for_serving
 from dispatcher.ledger.redis_pipe import ScriptPipe
 from dispatcher.logs import configure_logging
 from dispatcher.rpc.routing_service import RoutingServicer
@@ -167,7 +167,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         try:
             async with clusters(server.address, args.clusters, registration_errors):
                 runtime = server.runtime
-                freeze_startup_heap()  # as ``dispatcher serve`` does once it is up
+                prepare_heap_for_serving()  # as ``dispatcher serve`` does once it is up
                 handlers = Pairs(RoutingServicer(runtime.ledger, runtime.router))
                 floor_handlers = Pairs(FloorRouting(pipe))
                 routed = await timed(handlers, args.concurrency, args.pairs)

@@ -28,7 +28,7 @@ import grpc
 import psutil
 
 from dispatcher import event_loop
-from dispatcher.heap import freeze_startup_heap
+from dispatcher.heap import prepare_heap_for_serving
 from dispatcher.v1 import common_pb2, routing_pb2, routing_pb2_grpc
 
 ROUTED = routing_pb2.ROUTE_OUTCOME_ROUTED
@@ -126,7 +126,7 @@ async def run(args: argparse.Namespace) -> None:
     stubs: list[Any] = [routing_pb2_grpc.RoutingServiceStub(c) for c in channels]
     # As the servers do: a full collection walking this process's start-up heap would
     # stall every caller at once and land in the measured latencies.
-    freeze_startup_heap()
+    prepare_heap_for_serving()
     tally, stop = Tally(), asyncio.Event()
     tasks = [
         asyncio.create_task(caller(stubs[i % len(stubs)], i, args, tally, stop))

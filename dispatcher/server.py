@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from dispatcher.config import DispatcherConfig
 from dispatcher.event_loop import loop_name
-from dispatcher.heap import freeze_startup_heap
+from dispatcher.heap import prepare_heap_for_serving
 from dispatcher.logs import get_logger
 from dispatcher.relay.gateway import ResultGateway
 from dispatcher.relay.gateway_process import gateway_for
@@ -213,7 +213,7 @@ class DispatcherServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_requested.set)
         await self.start()
-        freeze_startup_heap()  # the process's own entry point only: not in-process servers
+        prepare_heap_for_serving()  # the process's own entry point only: not in-process servers
         try:
             await stop_requested.wait()
             log.info("shutdown_requested")

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from dispatcher.backends import connect_redis
 from dispatcher.config import DispatcherConfig, split_host_port
 from dispatcher.errors import ConfigError
-from dispatcher.heap import freeze_startup_heap
+from dispatcher.heap import prepare_heap_for_serving
 from dispatcher.relay.factory import open_routed_store
 from dispatcher.relay.gateway import ResultGateway
 from dispatcher.relay.model import ResultStore
@@ -55,7 +55,7 @@ async def run_gateway(config: DispatcherConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     try:
         await gateway.start()
-        freeze_startup_heap()
+        prepare_heap_for_serving()
         await stop.wait()
     finally:
         await gateway.stop()

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Gauge, start_http_server
 from dispatcher.backends import open_backends
 from dispatcher.config import DispatcherConfig, split_host_port
 from dispatcher.errors import ConfigError
-from dispatcher.heap import freeze_startup_heap
+from dispatcher.heap import prepare_heap_for_serving
 from dispatcher.ledger.sql.consumer import JournalConsumer
 from dispatcher.ledger.sql.engine import DurableLedger
 from dispatcher.ledger.sql.redis_source import RedisJournalSource
@@ -52,7 +52,7 @@ async def run_journal(config: DispatcherConfig) -> None:
         if config.server.metrics_listen:
             metrics.serve(config.server.metrics_listen)
         exporter = asyncio.create_task(metrics.refresh_forever())
-        freeze_startup_heap()
+        prepare_heap_for_serving()
         try:
             await consumer.run()
         finally:
