@@ -25,7 +25,7 @@ from dispatcher.fleet.model import UsageReport
 from dispatcher.fleet.redis_registry import RedisClusterRegistry
 from dispatcher.fleet.registry import ClusterRegistry, RegistrySettings
 from dispatcher.fleet.sessions import MemorySessionStore, RedisSessionStore, SessionStore
-from dispatcher.ledger import Ledger, Observation, PoolSpec, open_ledger
+from dispatcher.ledger import FailureMode, Ledger, Mode, Observation, PoolSpec, open_ledger
 from dispatcher.ledger.journal import JournalSource
 from dispatcher.ledger.memory import MemoryLedger
 from dispatcher.ledger.sql import migrate
@@ -54,12 +54,12 @@ def ledger_pools(pools: Sequence[cfg.PoolSpec]) -> list[PoolSpec]:
             input_tpm=p.input_tpm,
             output_tpm=p.output_tpm,
             tpd=p.tpd,
-            mode=p.mode,  # type: ignore[arg-type]  # validated: same literals as the enum
+            mode=Mode(p.mode),  # the config's literals are the enum's values
             burst=p.burst,
             safety_factor=p.safety_factor,
             output_weight=p.output_weight,
             refund_unused=p.refund_unused,
-            failure_mode=p.failure_mode,  # type: ignore[arg-type]
+            failure_mode=FailureMode(p.failure_mode),
             static_share=p.static_share,
         )
         for p in pools
