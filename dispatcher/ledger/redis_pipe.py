@@ -2,10 +2,10 @@
 
 Every Route and Release is one script call, and redis-py's per-call machinery (a pooled
 connection taken and given back, a retry wrapper, a timeout, command packing in Python)
-costs more CPU than the script itself (DESIGN §10). This connection writes each call the
-moment it is made, without waiting for the replies before it, and matches replies to calls
-in order (Redis answers a connection's commands in the order it received them). Parsing is
-hiredis's, the library redis-py itself uses for it.
+costs more CPU than the script itself (DESIGN §10). This connection sends each call
+without waiting for the replies before it, and matches replies to calls in order (Redis
+answers a connection's commands in the order it received them). Parsing is hiredis's, the
+library redis-py itself uses for it.
 
 Commands made in one turn of the event loop leave in one write, at the end of that turn:
 the Routes and Releases whose gRPC events arrived together then cost one ``write`` system
@@ -15,7 +15,9 @@ saturation this halves the writes per call; the wait is the rest of the turn, mi
 
 Failure semantics are redis-py's: a call that gets no reply by its deadline closes the
 connection (whatever was pending on it fails with ``ConnectionError``: its effect is
-unknown, exactly as for a timed-out call), and the next call opens a new one. A NOSCRIPT
+unknown, exactly as for a timed-out call), and the next call opens a new one. A call the
+connection closed under before its turn's write fails with ``CommandNotSent``, a
+``ConnectionError`` that says it never reached Redis, so it did not run. A NOSCRIPT
 reply (a restarted or flushed server) sends the script's text once with EVAL.
 
 Only single servers (``redis://``, ``rediss://``, ``unix://``): a cluster's calls must go to
@@ -99,8 +101,13 @@ class Endpoint:
         return commands
 
 
+class CommandNotSent(RedisConnectionError):
+    """The connection closed before the command was written: it did not run."""
+
+
 class _Protocol(asyncio.Protocol):
-    """Writes commands as they come; hands each reply to the oldest waiting future."""
+    """Writes each loop turn's commands at its end; hands each reply to the oldest
+    waiting future."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -135,11 +142,23 @@ class _Protocol(asyncio.Protocol):
         return reply
 
     def _flush(self) -> None:
-        outbox, self._outbox = self._outbox, []
         transport = self.transport
-        # Closed meanwhile: connection_lost fails these commands' replies, still pending.
-        if transport is not None and not transport.is_closing():
+        if transport is None or transport.is_closing():
+            self._fail_unsent()  # closed meanwhile (e.g. another call's deadline aborted it)
+            return
+        outbox, self._outbox = self._outbox, []
+        if outbox:  # empty when connection_lost came first and failed them
             transport.write(b"".join(outbox))
+
+    def _fail_unsent(self) -> None:
+        """Fail the replies of the commands still in the outbox: the newest pending ones,
+        since both grow together in ``send``."""
+        outbox, self._outbox = self._outbox, []
+        error = CommandNotSent("connection to Redis closed before the command was sent")
+        for _ in outbox:
+            waiting = self._pending.pop()
+            if not waiting.done():
+                waiting.set_exception(error)
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -149,6 +168,7 @@ class _Protocol(asyncio.Protocol):
                 waiting.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._fail_unsent()
         error = RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}")
         while self._pending:
             waiting = self._pending.popleft()

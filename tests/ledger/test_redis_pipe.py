@@ -13,7 +13,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from dispatcher.ledger.redis_pipe import Endpoint, ScriptPipe, _Protocol, encode_command
+from dispatcher.ledger.redis_pipe import (
+    CommandNotSent,
+    Endpoint,
+    ScriptPipe,
+    _Protocol,
+    encode_command,
+)
 from tests.ledger.proxy import Proxy
 from tests.redis_tls import TlsRedis
 
@@ -96,15 +102,33 @@ async def test_commands_of_one_loop_turn_leave_in_one_write_in_order() -> None:
     later.cancel()
 
 
-async def test_commands_of_a_connection_closed_before_its_turn_ended_fail_unwritten() -> None:
+async def test_commands_of_a_connection_closed_before_its_turn_ended_fail_as_not_sent() -> None:
+    protocol, transport = _Protocol(), RecordingTransport()
+    protocol.connection_made(transport)
+    written = protocol.send(encode_command(["PING"]))
+    await asyncio.sleep(0)  # the turn ends: PING is written
+    unsent = [protocol.send(encode_command(["ECHO", str(i)])) for i in range(2)]
+    transport.closing = True  # aborted by another call's deadline in the same turn
+    await asyncio.sleep(0)
+    assert transport.writes == [encode_command(["PING"])]
+    for reply in unsent:
+        with pytest.raises(CommandNotSent):
+            reply.result()
+    protocol.connection_lost(None)
+    with pytest.raises(RedisConnectionError) as caught:
+        written.result()
+    assert not isinstance(caught.value, CommandNotSent), "PING was written: effect unknown"
+
+
+async def test_commands_of_a_connection_lost_before_its_turn_ended_fail_as_not_sent() -> None:
     protocol, transport = _Protocol(), RecordingTransport()
     protocol.connection_made(transport)
     reply = protocol.send(encode_command(["PING"]))
-    transport.closing = True  # aborted by another call's deadline in the same turn
-    await asyncio.sleep(0)
+    protocol.connection_lost(ConnectionResetError())  # before the turn's write
+    transport.closing = True
+    await asyncio.sleep(0)  # the write that was due finds nothing to send
     assert transport.writes == []
-    protocol.connection_lost(None)
-    with pytest.raises(RedisConnectionError):
+    with pytest.raises(CommandNotSent):
         reply.result()
 
 
