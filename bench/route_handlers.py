@@ -87,8 +87,9 @@ class GcTimer:
     def __call__(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
-        else:
+        elif self._started:  # installed mid-collection: that one's start was not seen
             self.seconds += time.perf_counter() - self._started
+            self._started = 0.0
 
 
 class Pairs:
@@ -143,7 +144,8 @@ class Timed:
 
 
 async def timed(pairs: Pairs, callers: int, total: int) -> Timed:
-    """``total`` pairs (rounded down to a multiple of ``callers``), after a warm-up."""
+    """``total`` pairs, after a warm-up: rounded down to a multiple of ``callers``, and at
+    least one per caller."""
     await pairs.run(callers, WARM_UP_PAIRS_PER_CALLER)
     each = max(1, total // callers)
     timer = GcTimer()
