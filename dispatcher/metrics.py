@@ -66,7 +66,9 @@ class Metrics:
             registry=r,
         )
         # Labelled children by (method, code): labels() takes a lock and builds a key each
-        # call, and every Route and Release observes one.
+        # call, and every Route and Release observes one. Nothing removes a child from these
+        # metrics; whatever starts to (e.g. for a departed cluster) must drop its memo too,
+        # or the memoised child counts on into a series no longer exported.
         self._rpc_children: dict[tuple[str, str], Histogram] = {}
         self._decision_children: dict[tuple[str, str, str], Counter] = {}  # likewise, per Route
         self.pool_remaining = Gauge(
