@@ -1,6 +1,6 @@
 """Route over gRPC with the Redis ledger, against an empty grpc.aio handler (DESIGN §10).
 
-    python -m bench.route [--seconds 5] [--callers 64] [--channels 4] [--clusters 4]
+    python -m bench.route [--seconds 5] [--callers 128] [--channels 4] [--clusters 4]
         [--rounds 2] [--redis-url redis://127.0.0.1:6379/14] [--consumer external|embedded]
         [--event-loop auto|uvloop|asyncio] [--pin auto|off]
         [--json] [--check] [--profile py-spy|cprofile --profile-out FILE]
@@ -31,7 +31,12 @@ barely moved). ``--pin off`` lets every process share every CPU.
 Then, ``--rounds`` times and alternating so machine noise hits all alike, a load generator
 process (``bench.route_load``) drives each with ``--callers`` concurrent callers on
 ``--channels`` channels: Route, then Release of the reservation, so pools never fill. Server
-CPU is read with psutil over the generator's timed window. A light phase then gives the
+CPU is read with psutil over the generator's timed window; ``*_busy`` is that CPU over the
+window, the share of its one CPU each server used. A rate ratio compares capacities only
+while both servers are saturated, and the dispatcher's Redis round trip is latency its
+callers must cover: measured on 2 CPUs, 64 callers left it 7-8 % idle (busy 0.92-0.93,
+rate ratio 0.53) while the empty handler was at 0.99; 128 (the default) and 256 saturate
+both (0.96-0.99; rate ratio 0.58-0.59 at 128, 0.58 at 256). A light phase then gives the
 p99 below saturation: ``--p99-callers`` callers at Poisson arrivals offering
 ``--light-load`` (default half) of the route rate just measured, to all three. A last
 set of phases drives each server with Route alone (no Release: what the target's "per
@@ -44,7 +49,8 @@ Printed: ``route_per_s``, ``empty_per_s``, ``route_over_empty`` (target >= 0.6) 
 ``route_p99_ms`` (light load; target <= 5) with ``route_p50_ms``, the empty server's
 ``empty_p99_ms`` and ``empty_p50_ms`` and the floor's ``floor_p99_ms`` and ``floor_p50_ms``
 at the same ``light_offered_per_s``,
-``route_p99_ms_saturated``, ``server_cpu_us_per_route`` (includes the Release after each Route),
+``route_p99_ms_saturated``, ``route_busy``, ``empty_busy`` and ``floor_busy``,
+``server_cpu_us_per_route`` (includes the Release after each Route),
 ``empty_cpu_us_per_call`` (Route + Release likewise), ``server_cpu_us_per_route_alone``
 (target <= 300) beside ``empty_cpu_us_per_route_alone``, the floor's ``floor_per_s``,
 ``route_over_floor``, ``floor_cpu_us_per_call`` and ``floor_cpu_us_per_route_alone``,
@@ -366,6 +372,11 @@ class Phase:
     def cpu_us_per_call(self) -> float:
         return self.per_call(self.server_cpu_s)
 
+    @property
+    def busy(self) -> float:
+        """The share of its CPU the server used over the timed windows (1.0: saturated)."""
+        return round(self.server_cpu_s / self.seconds, 3) if self.seconds else 0.0
+
     def per_call(self, cpu_s: float) -> float:
         return round(cpu_s / self.routes * 1e6, 1) if self.routes else 0.0
 
@@ -549,6 +560,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "floor_p50_ms": round(max(floor_light.p50_ms, default=0.0), 3),
         "light_offered_per_s": round(light_rate, 1),
         "route_p99_ms_saturated": round(max(route.p99_ms, default=0.0), 3),
+        "route_busy": route.busy,
+        "empty_busy": empty.busy,
+        "floor_busy": floor.busy,
         "server_cpu_us_per_route": round(route.cpu_us_per_call, 1),
         "empty_cpu_us_per_call": round(empty.cpu_us_per_call, 1),
         "server_cpu_us_per_route_alone": round(route_alone.cpu_us_per_call, 1),
@@ -610,7 +624,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=5.0, help="timed seconds per phase")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--rounds", type=int, default=2, help="empty/route phase pairs")
-    parser.add_argument("--callers", type=int, default=64)
+    parser.add_argument("--callers", type=int, default=128)
     parser.add_argument("--channels", type=int, default=4)
     parser.add_argument("--clusters", type=int, default=4)
     parser.add_argument("--p99-callers", type=int, default=16)

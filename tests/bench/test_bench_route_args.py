@@ -68,3 +68,8 @@ def test_each_round_is_compared_with_the_baseline_of_the_same_round() -> None:
     empty = route.Phase(rates=[1800.0, 1750.0])
     assert route.ratios_by_round(routed, empty) == [0.5, 0.4]
     assert route.ratios_by_round(routed, route.Phase(rates=[0.0])) == [0.0]
+
+
+def test_a_phase_is_as_busy_as_its_server_cpu_over_its_timed_window() -> None:
+    assert route.Phase(seconds=10.0, server_cpu_s=9.6).busy == 0.96
+    assert route.Phase().busy == 0.0  # a phase that never ran
