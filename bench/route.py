@@ -34,7 +34,7 @@ process (``bench.route_load``) drives each with ``--callers`` concurrent callers
 CPU is read with psutil over the generator's timed window; ``*_busy`` is that CPU over the
 window, the share of its one CPU each server used. A rate ratio compares capacities only
 while both servers are saturated, and the dispatcher's Redis round trip is latency its
-callers must cover: measured on 2 CPUs, 64 callers left it 7-8 % idle (busy 0.92-0.93,
+callers must cover: measured on 2 CPUs in one hour, 64 callers left it 7-8 % idle (busy 0.92-0.93,
 rate ratio 0.53) while the empty handler was at 0.99; 128 (the default) and 256 saturate
 both (0.96-0.99; rate ratio 0.58-0.59 at 128, 0.58 at 256). A light phase then gives the
 p99 below saturation: ``--p99-callers`` callers at Poisson arrivals offering
