@@ -155,7 +155,9 @@ class _Protocol(asyncio.Protocol):
         since both grow together in ``send``."""
         outbox, self._outbox = self._outbox, []
         error = CommandNotSent("connection to Redis closed before the command was sent")
-        for _ in outbox:
+        # min(): were that invariant ever broken, an IndexError here would leave the rest
+        # of the pending replies unfailed, their callers waiting out their deadlines.
+        for _ in range(min(len(outbox), len(self._pending))):
             waiting = self._pending.pop()
             if not waiting.done():
                 waiting.set_exception(error)
