@@ -1,14 +1,16 @@
 """Route over gRPC with the Redis ledger, against an empty grpc.aio handler (DESIGN §10).
 
     python -m bench.route [--seconds 5] [--callers 128] [--channels 4] [--clusters 4]
-        [--rounds 2] [--redis-url redis://127.0.0.1:6379/14] [--consumer external|embedded]
+        [--rounds 2] [--redis-url redis://127.0.0.1:6379/14] [--flush-redis]
+        [--consumer external|embedded]
         [--event-loop auto|uvloop|asyncio] [--pin auto|off]
         [--json] [--check] [--profile py-spy|cprofile --profile-out FILE]
 
 One invocation starts these processes on this machine:
 
 - the dispatcher (``python -m dispatcher serve`` on Redis database 14, which this bench
-  flushes and owns, and a SQLite durable ledger in a temp dir unless ``--database-url``),
+  flushes and owns: ``bench.bench_db`` refuses a database that holds other data, unless
+  ``--flush-redis``; and a SQLite durable ledger in a temp dir unless ``--database-url``),
   with ``--clusters`` clusters registered through ``AgentService.Connect`` streams this
   process holds open and heartbeats on (one quota family, two pools, so spillover candidates
   batch into one script call);
@@ -85,6 +87,7 @@ import grpc
 import psutil
 import redis
 
+from bench import bench_db
 from bench.engine_speed import measure as engine_measure
 from bench.output import emit
 from dispatcher import event_loop
@@ -479,7 +482,7 @@ def profiling(args: argparse.Namespace, pid: int) -> Iterator[None]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     hot_store = redis.Redis.from_url(args.redis_url)
-    hot_store.flushdb()  # database 14 belongs to this bench
+    bench_db.claim(hot_store, args.redis_url, force=args.flush_redis)
     errors: list[str] = []
     route, empty, light = Phase(), Phase(), Phase()
     route_alone, empty_alone, empty_light = Phase(), Phase(), Phase()
@@ -636,6 +639,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--engine-seconds", type=float, default=2.0)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument(
+        bench_db.FLUSH_FLAG, action="store_true", help="flush --redis-url even if not a bench's"
+    )
     parser.add_argument(
         "--database-url",
         help="durable ledger (default: SQLite in a temp dir, migrated on start; "

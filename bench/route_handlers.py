@@ -2,8 +2,8 @@
 on the Redis ledger, with no gRPC between caller and handler (DESIGN §10).
 
     python -m bench.route_handlers [--pairs 20000] [--concurrency 64] [--clusters 4]
-        [--redis-url redis://127.0.0.1:6379/14] [--event-loop auto|uvloop|asyncio]
-        [--pin auto|off] [--json] [--check]
+        [--redis-url redis://127.0.0.1:6379/14] [--flush-redis]
+        [--event-loop auto|uvloop|asyncio] [--pin auto|off] [--json] [--check]
 
 ``bench.route`` measures whole servers: what a Route + Release costs the dispatcher's
 process above an empty grpc.aio handler's. That difference has two parts, and this bench
@@ -12,10 +12,10 @@ client and its batching, the decision's protobuf, metrics) against the rest (gRP
 thread wake-ups around a handler that waits on Redis, the Redis socket's system calls).
 
 It starts a dispatcher in this process on ``bench.route``'s config (Redis database 14,
-which it flushes and owns; SQLite durable ledger in a temp dir; the journal is left in
-Redis, as with an external consumer), registers ``--clusters`` clusters through real
-``AgentService.Connect`` streams, prepares the heap as ``dispatcher serve`` does
-(``dispatcher.heap``), then has ``--concurrency`` coroutines each call the servicer's
+which it flushes and owns as ``bench.route`` does; SQLite durable ledger in a temp dir; the
+journal is left in Redis, as with an external consumer), registers ``--clusters`` clusters
+through real ``AgentService.Connect`` streams, prepares the heap as ``dispatcher serve``
+does (``dispatcher.heap``), then has ``--concurrency`` coroutines each call the servicer's
 ``Route`` and then ``Release`` of the reservation, ``--pairs`` pairs in all. With
 ``--pin auto`` (default) it runs on one CPU, as bench.route's servers do.
 
@@ -45,6 +45,7 @@ from typing import Any
 import grpc
 import redis
 
+from bench import bench_db
 from bench.output import finish
 from bench.route import CONFIG, clusters, pinning
 from bench.route_empty import FloorRouting
@@ -160,7 +161,11 @@ async def timed(pairs: Pairs, callers: int, total: int) -> Timed:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    redis.Redis.from_url(args.redis_url).flushdb()  # database 14 belongs to the route benches
+    client = redis.Redis.from_url(args.redis_url)
+    try:
+        bench_db.claim(client, args.redis_url, force=args.flush_redis)
+    finally:
+        client.close()
     with tempfile.TemporaryDirectory(prefix="bench-handlers-") as tmp:
         server = DispatcherServer(dispatcher_config(args, Path(tmp)))
         await server.start()
@@ -211,6 +216,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=positive, default=64)
     parser.add_argument("--clusters", type=positive, default=4)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
+    parser.add_argument(
+        bench_db.FLUSH_FLAG, action="store_true", help="flush --redis-url even if not a bench's"
+    )
     parser.add_argument("--event-loop", choices=event_loop.CHOICES, default="auto")
     parser.add_argument("--pin", choices=("auto", "off"), default="auto")
     parser.add_argument("--json", action="store_true")
