@@ -9,10 +9,19 @@ there after flushing it before, or when the caller says ``--flush-redis``.
 
 from __future__ import annotations
 
+import argparse
+
 import redis
 
 MARK = "bench:flushable"  # outside the dispatcher's own key space (``dsp:…``)
 FLUSH_FLAG = "--flush-redis"
+
+
+def add_flush_flag(parser: argparse.ArgumentParser) -> None:
+    """The benches' ``--flush-redis`` (``args.flush_redis``): flush even an unmarked database."""
+    parser.add_argument(
+        FLUSH_FLAG, action="store_true", help="flush --redis-url even if not a bench's"
+    )
 
 
 def claim(client: redis.Redis, url: str, *, force: bool = False) -> None:

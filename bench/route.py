@@ -639,9 +639,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--engine-seconds", type=float, default=2.0)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
-    parser.add_argument(
-        bench_db.FLUSH_FLAG, action="store_true", help="flush --redis-url even if not a bench's"
-    )
+    bench_db.add_flush_flag(parser)
     parser.add_argument(
         "--database-url",
         help="durable ledger (default: SQLite in a temp dir, migrated on start; "

@@ -216,9 +216,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=positive, default=64)
     parser.add_argument("--clusters", type=positive, default=4)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
-    parser.add_argument(
-        bench_db.FLUSH_FLAG, action="store_true", help="flush --redis-url even if not a bench's"
-    )
+    bench_db.add_flush_flag(parser)
     parser.add_argument("--event-loop", choices=event_loop.CHOICES, default="auto")
     parser.add_argument("--pin", choices=("auto", "off"), default="auto")
     parser.add_argument("--json", action="store_true")

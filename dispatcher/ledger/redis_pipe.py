@@ -147,8 +147,7 @@ class _Protocol(asyncio.Protocol):
             self._fail_unsent()  # closed meanwhile (e.g. another call's deadline aborted it)
             return
         outbox, self._outbox = self._outbox, []
-        if outbox:  # empty when connection_lost came first and failed them
-            transport.write(b"".join(outbox))
+        transport.write(b"".join(outbox))
 
     def _fail_unsent(self) -> None:
         """Fail the replies of the commands still in the outbox: the newest pending ones,
