@@ -47,12 +47,22 @@ class Batcher(Generic[In, Out]):
         self._queue: deque[tuple[In, float | None, asyncio.Future[Out]]] = deque()
         self._drains: set[asyncio.Task[None]] = set()
         self._inflight = 0  # batches on the wire: sent alone by their caller, or drained
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _bound_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this batcher runs on, looked up once (and again after it closed: a test's
+        next loop). ``asyncio.get_running_loop()`` makes a ``getpid()`` system call on every
+        call (CPython 3.11's fork check), and each Route and Release would ask."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     async def submit(self, item: In, timeout: float | None = None) -> Out:
         """The item's result; TimeoutError after ``timeout`` seconds, queueing included. An
         item given up before its batch is sent is never sent; one already on the wire may
         still take effect (the caller cannot know, as with any timed-out call)."""
-        loop = asyncio.get_running_loop()
+        loop = self._bound_loop()
         deadline = None if timeout is None else loop.time() + timeout
         if self._inflight < self._max_inflight and not self._queue:
             return await self._send_alone(item, deadline)
@@ -81,7 +91,7 @@ class Batcher(Generic[In, Out]):
     def _kick(self) -> None:
         if self._queue and self._inflight < self._max_inflight:
             self._inflight += 1
-            task = asyncio.create_task(self._drain())
+            task = self._bound_loop().create_task(self._drain())
             self._drains.add(task)
             task.add_done_callback(self._drains.discard)
 

@@ -132,3 +132,20 @@ async def test_run_gets_the_deadline_of_the_most_patient_caller_of_its_batch() -
     assert queued is not None
     assert 9.0 <= queued - began < 10.0
     assert (await batch_behind_a_lone_call([1.0, None])).deadlines[1] is None
+
+
+def test_a_batcher_outlives_its_first_loop() -> None:
+    """The loop is looked up once and kept, but a batcher whose loop closed (a test's, or a
+    tool's ``asyncio.run``) serves the next one rather than failing with a dead loop."""
+
+    async def answer(items: Sequence[int], deadline: float | None) -> list[int]:
+        await asyncio.sleep(0)  # on the wire a moment: the burst's others queue behind it
+        return [item + 1 for item in items]
+
+    batcher = Batcher(answer, max_inflight=1)
+
+    async def burst() -> list[int]:
+        return list(await asyncio.gather(*(batcher.submit(i, timeout=5.0) for i in range(4))))
+
+    assert asyncio.run(burst()) == [1, 2, 3, 4]
+    assert asyncio.run(burst()) == [1, 2, 3, 4]
