@@ -110,11 +110,17 @@ def add_charges(
     """Append one PoolCharge per pool whose ``sign``-scaled cost is positive in some dimension.
 
     Filled in place: a sub-message passed to a constructor is copied (serialised and parsed
-    again), and Route and Release each answer with charges."""
+    again), and Route and Release each answer with charges. Spelled out field by field: the
+    list, ``any`` and ``map`` of a generic loop over ``as_tuple()`` doubled its cost."""
     for pool_id in sorted(costs):
-        scaled = [max(0.0, sign * v) for v in costs[pool_id].as_tuple()]
-        if any(scaled):
+        cost = costs[pool_id]
+        requests, tokens = sign * cost.requests, sign * cost.tokens
+        input_tokens, output_tokens = sign * cost.input_tokens, sign * cost.output_tokens
+        if requests > 0 or tokens > 0 or input_tokens > 0 or output_tokens > 0:
             charge = into.add()
             charge.pool_id = pool_id
-            cost = charge.cost
-            cost.requests, cost.tokens, cost.input_tokens, cost.output_tokens = map(round, scaled)
+            out = charge.cost  # a dimension the sign makes negative is charged nothing
+            out.requests = round(requests) if requests > 0 else 0
+            out.tokens = round(tokens) if tokens > 0 else 0
+            out.input_tokens = round(input_tokens) if input_tokens > 0 else 0
+            out.output_tokens = round(output_tokens) if output_tokens > 0 else 0
