@@ -88,17 +88,18 @@ class _FamilyKeys:
     journal: str
     leases: str
     pools: tuple[str, ...]  # the pools' keys, in the family's pool order
-    pool_key: Mapping[str, str]
+    pool_ids: tuple[str, ...]  # the pool ids in that order
+    pool_index: Mapping[str, int]  # a pool's place in that order, from 1 (Lua's first index)
     pool_ids_json: bytes  # the pool ids in that order: ARGV of the single-reservation scripts
 
     @classmethod
     def of(cls, keys: RedisKeys, family: str, pool_ids: Sequence[str]) -> _FamilyKeys:
-        pool_key = {p: keys.pool(family, p) for p in pool_ids}
         return cls(
             journal=keys.journal(family),
             leases=keys.leases(family),
-            pools=tuple(pool_key[p] for p in pool_ids),
-            pool_key=pool_key,
+            pools=tuple(keys.pool(family, p) for p in pool_ids),
+            pool_ids=tuple(pool_ids),
+            pool_index={p: i for i, p in enumerate(pool_ids, start=1)},
             pool_ids_json=orjson.dumps(list(pool_ids)),
         )
 
@@ -309,11 +310,14 @@ class RedisLedger:
     async def _reserve_batch(
         self, family: str, requests: Sequence[ReserveRequest], deadline: float | None
     ) -> list[Reservation | Denial]:
-        pids = sorted({p for r in requests for c in r.candidates for p in c.pool_ids})
-        index = {p: i for i, p in enumerate(pids, start=1)}
+        # The family's pools, all of them and in their fixed order, as every other script
+        # gets them: the script reads only those a candidate it reaches draws on, and the
+        # batch is not scanned for its pools first (a fifth of this method's time).
+        fk, k = self._family_keys[family], self._keys
+        index = fk.pool_index
         rids = [reservation_id_for(family, r.request_id) for r in requests]
         batch = {
-            "pools": pids,
+            "pools": fk.pool_ids,
             "reqs": [
                 {"rid": rid, "req": r.request_id, "lease": r.lease_s, "cands": [
                     {"id": c.candidate_id, "p": [index[p] for p in c.pool_ids],
@@ -323,9 +327,7 @@ class RedisLedger:
                 for r, rid in zip(requests, rids, strict=True)
             ],
         }  # fmt: skip
-        fk, k = self._family_keys[family], self._keys
-        keys = [fk.journal, fk.leases, *(fk.pool_key[p] for p in pids)]
-        keys += [k.res(family, rid) for rid in rids]
+        keys = [fk.journal, fk.leases, *fk.pools, *(k.res(family, rid) for rid in rids)]
         raw = await self._call("reserve", keys, [orjson.dumps(batch)], deadline)
         return [decision(item) for item in orjson.loads(raw)]
 

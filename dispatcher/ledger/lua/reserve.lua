@@ -1,5 +1,5 @@
 -- Decide a batch of reservations of one quota family, each in order, in one atomic step.
--- KEYS: journal, leases, the batch's pools (ARGV[2].pools order), one reservation key per
+-- KEYS: journal, leases, the family's pools (ARGV[2].pools order), one reservation key per
 -- request. ARGV[2]: {pools = [id...], reqs = [{rid, req, lease, cands = [{id, p = [pool
 -- index...], i = input tokens, o = max output tokens}]}]}.
 -- Returns JSON: per request {ok = record} | {replay = record} | {deny = {retry?, reasons, never}}.
