@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import NamedTuple
 
 from dispatcher.errors import InvalidArgument, QuotaExhausted
 
@@ -231,9 +232,11 @@ class PoolSpec:
         return Cost(usage.requests, usage.input_tokens + out, usage.input_tokens, out)
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One place a task may run: a cluster (``candidate_id``) and the pools it draws on."""
+class Candidate(NamedTuple):
+    """One place a task may run: a cluster (``candidate_id``) and the pools it draws on.
+
+    A named tuple for the reason ``routing.model.Choice`` is one: a Route builds one per
+    spillover candidate."""
 
     candidate_id: str
     pool_ids: tuple[str, ...]

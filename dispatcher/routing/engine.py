@@ -224,7 +224,7 @@ class Engine:
             outcome = Outcome.NO_CANDIDATE
         return Decision(
             outcome,
-            tuple(Choice(t.cluster_id, backend, version, lane) for t in order),
+            tuple([Choice(t.cluster_id, backend, version, lane) for t in order]),
             backend,
             version,
             lane,

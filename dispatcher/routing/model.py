@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Final
+from typing import Final, NamedTuple
 
 LIGHT: Final = "light"
 STANDARD: Final = "standard"
@@ -146,9 +146,12 @@ class Request:
         return f"{self.agent}@{self.version}" if self.version else self.agent
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
-    """One place the caller may reserve quota at, in preference order."""
+class Choice(NamedTuple):
+    """One place the caller may reserve quota at, in preference order.
+
+    A named tuple rather than a frozen dataclass: just as immutable, and built in under half
+    the time (a frozen dataclass sets each field through ``object.__setattr__``); a Route
+    builds one per spillover candidate and decodes one more from its reservation."""
 
     cluster_id: str
     backend: str
