@@ -48,7 +48,7 @@ run -m bench.route --check --json --seconds 2 --rounds 1 --callers 8 \
 
 # -- bench/route_handlers.py: the dispatcher's own Python per Route + Release, in-process on
 #    the Redis ledger (no gRPC); --check fails on errors only.
-run -m bench.route_handlers --check --json --pairs 200 --concurrency 8 \
+run -m bench.route_handlers --check --json --pairs 200 --rounds 1 --concurrency 8 \
   --redis-url "$route_db" "${flush_default_db[@]}"
 
 # -- bench/simulate.py and bench/engine_speed.py: the routing simulator on a tiny fleet for a
