@@ -36,7 +36,15 @@ from dispatcher.routing.breaker import BreakerBoard, Transition, choose_version,
 from dispatcher.routing.filters import static_reason
 from dispatcher.routing.lanes import LaneRule, has_room
 from dispatcher.routing.load import LocalLoad
-from dispatcher.routing.model import Candidate, Choice, Decision, Outcome, Reason, Request
+from dispatcher.routing.model import (
+    NOTHING_EXPLAINED,
+    Candidate,
+    Choice,
+    Decision,
+    Outcome,
+    Reason,
+    Request,
+)
 from dispatcher.routing.outlier import Ejection, OutlierDetector
 from dispatcher.routing.policies import Policy, policy_from_name
 from dispatcher.routing.policies.p2c import score
@@ -230,8 +238,12 @@ class Engine:
             lane,
             reason="no_candidate" if not order else ("fallback" if fallback else ""),
             handover_from=handover,
-            reasons=self._reasons(backend, version, lane, now) if explain else {},
-            scores={t.cluster_id: score(t, lane) for t in eligible.targets} if explain else {},
+            reasons=self._reasons(backend, version, lane, now) if explain else NOTHING_EXPLAINED,
+            scores=(
+                {t.cluster_id: score(t, lane) for t in eligible.targets}
+                if explain
+                else NOTHING_EXPLAINED
+            ),
         )
 
     def _agent(self, agent_version: str) -> tuple[AgentSpec, tuple[str, ...]]:
