@@ -11,6 +11,12 @@ as in a database's group commit.
 ``run(items, deadline)`` gets the loop time by which its callers give up (``None``: no
 limit) and must honour it itself, raising by then: a call sent alone arms no timer of its
 own here, so each call on the Route path has one timer (its connection's), not two.
+
+Queued calls share one timer too: armed for the earliest deadline in the queue, it fails
+every queued call whose deadline has passed and re-arms for the next. A timer per queued
+call cost a twentieth of a loaded server's Route (uvloop's timers are libuv handles, made
+and closed each time). Once sent, a call waits as long as its batch, whose deadline is its
+most patient caller's: at most the time the batch spent queueing past the call's own.
 """
 
 from __future__ import annotations
@@ -18,17 +24,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 In = TypeVar("In")
 Out = TypeVar("Out")
-
-
-def _give_up(future: asyncio.Future[Any]) -> None:
-    """A queued item's deadline passed: its caller gets TimeoutError, and a batch not yet
-    sent leaves it out (it sends only items whose future is not done)."""
-    if not future.done():
-        future.set_exception(TimeoutError())
 
 
 class Batcher(Generic[In, Out]):
@@ -48,6 +47,7 @@ class Batcher(Generic[In, Out]):
         self._drains: set[asyncio.Task[None]] = set()
         self._inflight = 0  # batches on the wire: sent alone by their caller, or drained
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._expiry: asyncio.TimerHandle | None = None  # the queue's one timer, if armed
 
     def _bound_loop(self) -> asyncio.AbstractEventLoop:
         """The loop this batcher runs on, looked up once (and again after it closed: a test's
@@ -59,25 +59,45 @@ class Batcher(Generic[In, Out]):
         return loop
 
     async def submit(self, item: In, timeout: float | None = None) -> Out:
-        """The item's result; TimeoutError after ``timeout`` seconds, queueing included. An
-        item given up before its batch is sent is never sent; one already on the wire may
-        still take effect (the caller cannot know, as with any timed-out call)."""
+        """The item's result; TimeoutError once ``timeout`` seconds pass while it queues, or
+        when its batch's deadline passes (see the module's docstring). An item given up
+        before its batch is sent is never sent; one already on the wire may still take
+        effect (the caller cannot know, as with any timed-out call)."""
         loop = self._bound_loop()
         deadline = None if timeout is None else loop.time() + timeout
         if self._inflight < self._max_inflight and not self._queue:
             return await self._send_alone(item, deadline)
         future: asyncio.Future[Out] = loop.create_future()
         self._queue.append((item, deadline, future))
+        if deadline is not None:
+            self._arm_expiry(deadline)
         self._kick()
-        if deadline is None:
-            return await future
-        # A bare timer on the future rather than asyncio.timeout_at: the same deadline for a
-        # fraction of the cost, on a path a loaded server's Routes and Releases mostly take.
-        timer = loop.call_at(deadline, _give_up, future)
-        try:
-            return await future
-        finally:
-            timer.cancel()
+        return await future
+
+    def _arm_expiry(self, deadline: float) -> None:
+        """Make sure the queue's timer fires by ``deadline``."""
+        expiry = self._expiry
+        if expiry is not None:
+            if expiry.when() <= deadline:
+                return
+            expiry.cancel()  # a shorter timeout queued behind longer ones
+        self._expiry = self._bound_loop().call_at(deadline, self._expire_queued)
+
+    def _expire_queued(self) -> None:
+        """Fail each queued item whose deadline passed (a batch not yet sent leaves it out:
+        it sends only items whose future is not done); re-arm for the earliest left."""
+        self._expiry = None
+        now = self._bound_loop().time()
+        earliest: float | None = None
+        for _, deadline, future in self._queue:
+            if deadline is None or future.done():
+                continue
+            if deadline <= now:
+                future.set_exception(TimeoutError())
+            elif earliest is None or deadline < earliest:
+                earliest = deadline
+        if earliest is not None:
+            self._arm_expiry(earliest)
 
     async def _send_alone(self, item: In, deadline: float | None) -> Out:
         self._inflight += 1
@@ -109,8 +129,7 @@ class Batcher(Generic[In, Out]):
         if not live:
             return  # every caller of this batch gave up while it queued
         batch = [(item, future) for item, _, future in live]
-        # The batch may run as long as its most patient caller waits; the others' own
-        # timeouts end their waits sooner.
+        # The batch may run as long as its most patient caller waits (see the docstring).
         deadlines = [d for _, d, _ in live if d is not None]
         deadline = max(deadlines) if len(deadlines) == len(live) else None
         try:
@@ -129,6 +148,9 @@ class Batcher(Generic[In, Out]):
                 future.set_result(result)
 
     async def aclose(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         for task in list(self._drains):
             task.cancel()
         await asyncio.gather(*self._drains, return_exceptions=True)

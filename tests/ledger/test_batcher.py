@@ -83,6 +83,29 @@ async def test_a_caller_past_its_deadline_gets_timeout_and_its_item_is_never_sen
     assert recorder.batches == [[1]]
 
 
+async def test_queued_callers_time_out_each_at_its_own_deadline_on_the_queues_one_timer() -> None:
+    """A short timeout queued behind a long one still ends first; once it has, the queue's
+    timer re-arms for the next deadline; a caller without one waits for its batch."""
+    recorder = Recorder()
+    batcher = Batcher(recorder.run, max_inflight=1)
+    first = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the first batch is on the wire, waiting for ``release``
+    patient = asyncio.create_task(batcher.submit(2, timeout=30.0))
+    soon = asyncio.create_task(batcher.submit(3, timeout=0.01))
+    later = asyncio.create_task(batcher.submit(4, timeout=0.05))
+    unlimited = asyncio.create_task(batcher.submit(5))
+    with pytest.raises(TimeoutError):
+        await soon
+    assert not later.done() and not patient.done()
+    with pytest.raises(TimeoutError):
+        await later
+    assert not patient.done() and not unlimited.done()
+    recorder.release.set()
+    assert await asyncio.gather(first, patient, unlimited) == [10, 20, 50]
+    assert recorder.batches == [[1], [2, 5]]  # the timed-out items were never sent
+
+
 async def test_a_caller_giving_up_on_the_wire_frees_it_for_those_behind() -> None:
     """The call that went out alone times out: whoever queued behind it still gets sent
     (the wire is not left counted as busy), and the late caller sees only its timeout."""
