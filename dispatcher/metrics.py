@@ -14,11 +14,12 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from dispatcher.config import split_host_port
 from dispatcher.errors import DispatcherError
 from dispatcher.logs import get_logger
+from dispatcher.loop_metrics import LoopCounter, LoopHistogram
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -37,7 +38,9 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._http: WSGIServer | None = None
         r = self.registry
-        self.decisions = Counter(
+        # The Route path's series (one decision count per Route, one reserve time, and one
+        # RPC time per Route and Release) are the event loop's own: ``loop_metrics``.
+        self.decisions = LoopCounter(
             "dispatcher_decisions",
             "Routing decisions",
             ["outcome", "cluster", "backend"],
@@ -52,25 +55,19 @@ class Metrics:
         self.denials = Counter(
             "dispatcher_denials", "Route calls refused for lack of quota", ["route"], registry=r
         )
-        self.reserve_seconds = Histogram(
+        self.reserve_seconds = LoopHistogram(
             "dispatcher_reserve_seconds",
             "Hot-store reserve latency",
             buckets=RESERVE_BUCKETS,
             registry=r,
-        )
-        self.rpc_seconds = Histogram(
+        ).labels()
+        self.rpc_seconds = LoopHistogram(
             "dispatcher_rpc_seconds",
             "Time a RoutingService call spent in its handler, by method and status code",
             ["method", "code"],
             buckets=RPC_BUCKETS,
             registry=r,
         )
-        # Labelled children by (method, code): labels() takes a lock and builds a key each
-        # call, and every Route and Release observes one. Nothing removes a child from these
-        # metrics; whatever starts to (e.g. for a departed cluster) must drop its memo too,
-        # or the memoised child counts on into a series no longer exported.
-        self._rpc_children: dict[tuple[str, str], Histogram] = {}
-        self._decision_children: dict[tuple[str, str, str], Counter] = {}  # likewise, per Route
         self.pool_remaining = Gauge(
             "dispatcher_pool_remaining",
             "Quota a new reservation may take now",
@@ -99,19 +96,12 @@ class Metrics:
         )
 
     def count_decision(self, outcome: str, cluster_id: str, backend: str) -> None:
-        """One Route's decision (its labelled child memoised as in ``observe_rpc``)."""
-        key = (outcome, cluster_id, backend)
-        child = self._decision_children.get(key)
-        if child is None:
-            child = self._decision_children[key] = self.decisions.labels(*key)
-        child.inc()
+        """One Route's decision."""
+        self.decisions.labels(outcome, cluster_id, backend).inc()
 
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
         """One call's time in its handler (``rpc.handlers.unary`` reports it)."""
-        child = self._rpc_children.get((method, code))
-        if child is None:
-            child = self._rpc_children[(method, code)] = self.rpc_seconds.labels(method, code)
-        child.observe(seconds)
+        self.rpc_seconds.labels(method, code).observe(seconds)
 
     async def refresh(self, runtime: Runtime) -> None:
         """Read the hot store once and set every gauge."""

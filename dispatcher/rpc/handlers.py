@@ -1,11 +1,11 @@
 """Decorators that turn servicer methods into well-behaved RPC handlers.
 
 Each handler gets a request id set for its log lines (``logs.REQUEST_ID``), has its
-``DispatcherError`` translated into a gRPC status through ``rpc.status`` (the only place codes
-are chosen), and never leaks a traceback to a caller: an unexpected exception is logged with the request id
-and answered with INTERNAL. A servicer with an ``observe_rpc(method, code, seconds)``
-attribute (``Metrics.observe_rpc``) is told how long each unary call spent in its handler
-and with which status code it ended.
+``DispatcherError`` translated into a gRPC status through ``rpc.status`` (the only place
+codes are chosen), and never leaks a traceback to a caller: an unexpected exception is
+logged with the request id and answered with INTERNAL. A servicer with an
+``observe_rpc(method, code, seconds)`` attribute (``Metrics.observe_rpc``) is told how long
+each unary call spent in its handler and with which status code it ended.
 """
 
 from __future__ import annotations

@@ -97,10 +97,12 @@ async def test_queued_callers_time_out_each_at_its_own_deadline_on_the_queues_on
     unlimited = asyncio.create_task(batcher.submit(5))
     with pytest.raises(TimeoutError):
         await soon
-    assert not later.done() and not patient.done()
+    assert not later.done()
+    assert not patient.done()
     with pytest.raises(TimeoutError):
         await later
-    assert not patient.done() and not unlimited.done()
+    assert not patient.done()
+    assert not unlimited.done()
     recorder.release.set()
     assert await asyncio.gather(first, patient, unlimited) == [10, 20, 50]
     assert recorder.batches == [[1], [2, 5]]  # the timed-out items were never sent
