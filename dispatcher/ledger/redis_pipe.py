@@ -119,7 +119,11 @@ class _Protocol(asyncio.Protocol):
         # with the "ERR " prefix stripped, NoScriptError, BusyLoadingError...).
         self._reader = hiredis.Reader(replyError=BaseParser.parse_error)
         self._pending: deque[asyncio.Future[Any]] = deque()
+        self._deadlines: deque[float | None] = deque()  # each pending reply's, in step
         self._outbox: list[bytes] = []  # commands of this loop turn, written at its end
+        # One timer for every pending reply, armed for the earliest deadline among them: a
+        # libuv timer made and closed per call cost more than the call's write.
+        self._expiry: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's do not subclass asyncio.Transport, so no isinstance).
@@ -130,16 +134,49 @@ class _Protocol(asyncio.Protocol):
         # An aborted transport is closing at once; connection_lost comes a loop turn later.
         return self.transport is not None and not self.transport.is_closing()
 
-    def send(self, command: bytes) -> asyncio.Future[Any]:
+    def send(self, command: bytes, deadline: float | None = None) -> asyncio.Future[Any]:
+        """The reply's future; past ``deadline`` (a loop time) it fails with TimeoutError
+        and the connection closes (see ``_expire_due``)."""
         transport = self.transport
         if transport is None or transport.is_closing():
             raise RedisConnectionError("connection to Redis closed")
         reply: asyncio.Future[Any] = self.loop.create_future()
         self._pending.append(reply)
+        self._deadlines.append(deadline)
+        if deadline is not None:
+            self._arm_expiry(deadline)
         if not self._outbox:
             self.loop.call_soon(self._flush)
         self._outbox.append(command)
         return reply
+
+    def _arm_expiry(self, deadline: float) -> None:
+        expiry = self._expiry
+        if expiry is not None:
+            if expiry.when() <= deadline:
+                return
+            expiry.cancel()  # a call with less time left than those before it
+        self._expiry = self.loop.call_at(deadline, self._expire_due)
+
+    def _expire_due(self) -> None:
+        """A reply is past its deadline: it fails with TimeoutError. It may still come, behind
+        which nothing can be trusted to be timely: the connection closes (every other pending
+        reply fails with ConnectionError) and the next call opens a new one, as redis-py does
+        after a socket timeout. Otherwise the timer waits for the earliest deadline left."""
+        self._expiry = None
+        now, earliest, expired = self.loop.time(), None, False
+        for reply, deadline in zip(self._pending, self._deadlines, strict=True):
+            if deadline is None or reply.done():
+                continue
+            if deadline <= now:
+                reply.set_exception(TimeoutError())
+                expired = True
+            elif earliest is None or deadline < earliest:
+                earliest = deadline
+        if expired:
+            self.abort()
+        elif earliest is not None:
+            self._arm_expiry(earliest)
 
     def _flush(self) -> None:
         transport = self.transport
@@ -158,6 +195,7 @@ class _Protocol(asyncio.Protocol):
         # of the pending replies unfailed, their callers waiting out their deadlines.
         for _ in range(min(len(outbox), len(self._pending))):
             waiting = self._pending.pop()
+            self._deadlines.pop()
             if not waiting.done():
                 waiting.set_exception(error)
 
@@ -165,12 +203,17 @@ class _Protocol(asyncio.Protocol):
         self._reader.feed(data)
         while (reply := self._reader.gets()) is not False:
             waiting = self._pending.popleft()
+            self._deadlines.popleft()
             if not waiting.done():  # its caller may have given up on it
                 waiting.set_result(reply)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail_unsent()
         error = RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}")
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        self._deadlines.clear()
         while self._pending:
             waiting = self._pending.popleft()
             if not waiting.done():
@@ -181,16 +224,6 @@ class _Protocol(asyncio.Protocol):
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
-
-
-def _expire(protocol: _Protocol, reply: asyncio.Future[Any]) -> None:
-    """A call's deadline passed without its reply: fail it with TimeoutError. The reply may
-    still come, behind which nothing can be trusted to be timely: start over on a new
-    connection (every other pending call fails with ConnectionError), as redis-py does
-    after a socket timeout."""
-    if not reply.done():
-        reply.set_exception(TimeoutError())
-        protocol.abort()
 
 
 class ScriptPipe:
@@ -229,14 +262,9 @@ class ScriptPipe:
             # Out of time before sending (a retry late in its caller's deadline): fail
             # without a call on the wire and without dropping the connection under others.
             raise TimeoutError
-        reply = protocol.send(encode_command(command))
-        # A bare timer on the reply rather than asyncio.timeout_at: the same deadline for a
+        # The connection's one timer rather than asyncio.timeout_at: the same deadline for a
         # fraction of the cost, on a path every Route and Release takes.
-        timer = protocol.loop.call_at(deadline, _expire, protocol, reply)
-        try:
-            return await reply
-        finally:
-            timer.cancel()
+        return await protocol.send(encode_command(command), deadline)
 
     async def _connect(self, deadline: float) -> _Protocol:
         async with asyncio.timeout_at(deadline), self._connecting:

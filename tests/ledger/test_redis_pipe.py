@@ -7,7 +7,9 @@ import asyncio
 import hashlib
 import ssl
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
+import hiredis
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -203,6 +205,73 @@ async def test_a_call_without_a_reply_by_its_deadline_times_out_and_drops_the_co
         for writer in accepted:
             writer.close()
         await server.wait_closed()
+
+
+class HeldServer:
+    """Answers ``+OK`` to each command in order, at once unless its last argument is one of
+    ``held``: that reply waits for its event (forever, if the test never sets it)."""
+
+    def __init__(self, held: dict[bytes, asyncio.Event]) -> None:
+        self.held = held
+        self.connections = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        commands = hiredis.Reader()
+        while data := await reader.read(65536):
+            commands.feed(data)
+            while (command := commands.gets()) is not False:
+                if (event := self.held.get(command[-1])) is not None:
+                    await event.wait()
+                writer.write(b"+OK\r\n")
+
+
+@asynccontextmanager
+async def held_pipe(
+    held: dict[bytes, asyncio.Event],
+) -> AsyncIterator[tuple[HeldServer, ScriptPipe]]:
+    held_server = HeldServer(held)
+    server = await asyncio.start_server(held_server.serve, "127.0.0.1", 0)
+    pipe = ScriptPipe.from_url(f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0")
+    try:
+        yield held_server, pipe
+    finally:
+        await pipe.aclose()
+        server.close()
+        for writer in held_server.writers:
+            writer.close()
+        await server.wait_closed()
+
+
+async def test_a_shorter_deadline_behind_a_longer_one_still_ends_first() -> None:
+    """The connection's one timer is armed for the earliest deadline pending, whichever call
+    has it; the call past it closes the connection under the patient one."""
+    never = asyncio.Event()
+    async with held_pipe({b"a": never, b"b": never}) as (server, pipe):
+        assert await pipe.call(sha(ECHO), ECHO, ["k"], ["warm"], soon(600.0)) == b"OK"  # connected
+        patient = asyncio.create_task(pipe.call(sha(ECHO), ECHO, ["k"], ["a"], soon(600.0)))
+        await asyncio.sleep(0)  # the patient call is on the wire first
+        with pytest.raises(TimeoutError):
+            await pipe.call(sha(ECHO), ECHO, ["k"], ["b"], soon(0.02))
+        with pytest.raises(RedisConnectionError):
+            await patient  # failed with the connection, long before its own deadline
+        assert await pipe.call(sha(ECHO), ECHO, ["k"], ["c"], soon()) == b"OK"
+        assert server.connections == 2
+
+
+async def test_a_call_answered_in_time_leaves_the_connection_to_those_with_time_left() -> None:
+    """The timer armed for an answered call's deadline fires on nothing due: it re-arms for
+    the calls still pending, and the connection stays up."""
+    release = asyncio.Event()
+    async with held_pipe({b"b": release}) as (server, pipe):
+        assert await pipe.call(sha(ECHO), ECHO, ["k"], ["a"], soon(0.02)) == b"OK"
+        patient = asyncio.create_task(pipe.call(sha(ECHO), ECHO, ["k"], ["b"], soon(600.0)))
+        await asyncio.sleep(0.1)  # the answered call's deadline passes: time is under test
+        release.set()
+        assert await patient == b"OK"
+        assert server.connections == 1
 
 
 async def test_a_call_already_past_its_deadline_is_not_sent_and_spares_the_others(
