@@ -15,7 +15,8 @@ Only for series written from the event loop: two writing threads could lose upda
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -25,6 +26,9 @@ from prometheus_client.registry import Collector
 def _le(bound: float) -> str:
     """A bucket's ``le`` label as prometheus-client writes it (``0.25``, ``1.0``, ``+Inf``)."""
     return "+Inf" if bound == float("inf") else repr(bound)
+
+
+S = TypeVar("S")
 
 
 class HistogramSeries:
@@ -58,18 +62,34 @@ class CounterSeries:
         self.value += amount
 
 
-class _Family:
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+class _Family(Collector, Generic[S]):
+    """A named family of series, one per label set, each made by ``new_series`` on first use."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        new_series: Callable[[], S],
+        registry: CollectorRegistry,
+    ) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
+        self._new_series = new_series
+        self._series: dict[tuple[str, ...], S] = {}
+        registry.register(self)
 
-    def _check(self, values: tuple[str, ...]) -> None:
-        if len(values) != len(self.labelnames):
-            raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+    def labels(self, *values: str) -> S:
+        series = self._series.get(values)
+        if series is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name}: expected labels {self.labelnames}, got {values}")
+            series = self._series[values] = self._new_series()
+        return series
 
 
-class LoopHistogram(_Family, Collector):
+class LoopHistogram(_Family[HistogramSeries]):
     """A histogram whose ``labels(...)`` series are observed from the event loop only."""
 
     def __init__(
@@ -81,17 +101,10 @@ class LoopHistogram(_Family, Collector):
         buckets: Sequence[float],
         registry: CollectorRegistry,
     ) -> None:
-        super().__init__(name, documentation, labelnames)
         self._bounds = tuple(sorted(float(b) for b in buckets if b != float("inf")))
-        self._series: dict[tuple[str, ...], HistogramSeries] = {}
-        registry.register(self)
-
-    def labels(self, *values: str) -> HistogramSeries:
-        series = self._series.get(values)
-        if series is None:
-            self._check(values)
-            series = self._series[values] = HistogramSeries(self._bounds)
-        return series
+        super().__init__(
+            name, documentation, labelnames, lambda: HistogramSeries(self._bounds), registry
+        )
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -105,7 +118,7 @@ class LoopHistogram(_Family, Collector):
         yield family
 
 
-class LoopCounter(_Family, Collector):
+class LoopCounter(_Family[CounterSeries]):
     """A counter whose ``labels(...)`` series are incremented from the event loop only."""
 
     def __init__(
@@ -116,16 +129,7 @@ class LoopCounter(_Family, Collector):
         *,
         registry: CollectorRegistry,
     ) -> None:
-        super().__init__(name, documentation, labelnames)
-        self._series: dict[tuple[str, ...], CounterSeries] = {}
-        registry.register(self)
-
-    def labels(self, *values: str) -> CounterSeries:
-        series = self._series.get(values)
-        if series is None:
-            self._check(values)
-            series = self._series[values] = CounterSeries()
-        return series
+        super().__init__(name, documentation, labelnames, CounterSeries, registry)
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
