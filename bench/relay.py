@@ -195,10 +195,14 @@ async def phases(
             asyncio.create_task(await_task(client, tally, a, task, tokens[task], hang_up))
         )
     await asyncio.gather(*(tally.first_event[a].wait() for a in range(args.awaiters)))
-    rest = [(t, seq) for seq in range(2, events + 1) for t in range(args.tasks)]
-    await asyncio.gather(
-        *(bounded(t, seq, FINAL if seq == events else PROGRESS, True) for t, seq in rest)
-    )
+
+    async def the_rest_of(task: int) -> None:
+        # In order: a worker publishes its task's events one after another, and a FINAL
+        # that overtook a progress event would have the relay refuse that event as late.
+        for seq in range(2, events + 1):
+            await bounded(task, seq, FINAL if seq == events else PROGRESS, True)
+
+    await asyncio.gather(*(the_rest_of(t) for t in range(args.tasks)))
     await asyncio.gather(*awaiters)
     before = tally.published
     await asyncio.gather(*(bounded(t, events, FINAL, False) for t in range(args.tasks)))

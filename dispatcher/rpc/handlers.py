@@ -11,6 +11,7 @@ each unary call spent in its handler and with which status code it ended.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import secrets
@@ -120,6 +121,9 @@ def streaming(
         except Exception as exc:
             await _abort(context, exc, method.__name__)
         finally:
-            REQUEST_ID.reset(token)
+            # A stream the caller left is closed by the loop's async-generator finaliser, in
+            # a context of its own, which refuses this context's token: nothing to undo there.
+            with contextlib.suppress(ValueError):
+                REQUEST_ID.reset(token)
 
     return handler

@@ -3,6 +3,8 @@ wrappers called directly, with a stand-in servicer context)."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import io
 import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -69,3 +71,24 @@ async def test_a_call_without_a_sane_request_id_gets_a_fresh_one_of_its_own(
     first, second = (line["request_id"] for line in json_lines())
     assert first != second
     assert "x" * 129 not in (first, second)
+
+
+async def test_a_stream_the_caller_left_is_closed_in_another_context_without_error() -> None:
+    """A response stream abandoned mid-way is closed later by the loop's async-generator
+    finaliser, in a context of its own: ending it must not raise there."""
+    loop = asyncio.get_running_loop()
+    errors: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+
+    async def take_one() -> None:
+        stream = Servicer().Stream("c", Context([("x-request-id", "left")]))
+        await anext(stream)  # suspended mid-stream, then dropped with this task's context
+
+    try:
+        await asyncio.create_task(take_one())
+        gc.collect()  # the finaliser schedules the stream's aclose() on the loop
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert errors == []
+    finally:
+        loop.set_exception_handler(None)
