@@ -12,10 +12,9 @@ as in a database's group commit.
 limit) and must honour it itself, raising by then: a call sent alone arms no timer of its
 own here, so each call on the Route path has one timer (its connection's), not two.
 
-Queued calls share one timer too: armed for the earliest deadline in the queue, it fails
-every queued call whose deadline has passed and re-arms for the next. A timer per queued
-call cost a twentieth of a loaded server's Route (uvloop's timers are libuv handles, made
-and closed each time). Once sent, a call waits as long as its batch, whose deadline is its
+Queued calls share one timer too (``expiry.DeadlineTimer``): armed for the earliest deadline
+in the queue, it fails every queued call whose deadline has passed and re-arms for the next.
+Once sent, a call waits as long as its batch, whose deadline is its
 most patient caller's: at most the time the batch spent queueing past the call's own.
 """
 
@@ -25,6 +24,8 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
+
+from dispatcher.ledger.expiry import DeadlineTimer, fail_overdue
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -47,7 +48,7 @@ class Batcher(Generic[In, Out]):
         self._drains: set[asyncio.Task[None]] = set()
         self._inflight = 0  # batches on the wire: sent alone by their caller, or drained
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._expiry: asyncio.TimerHandle | None = None  # the queue's one timer, if armed
+        self._expiry = DeadlineTimer(self._expire_queued)  # the queue's one timer
 
     def _bound_loop(self) -> asyncio.AbstractEventLoop:
         """The loop this batcher runs on, looked up once (and again after it closed: a test's
@@ -70,34 +71,17 @@ class Batcher(Generic[In, Out]):
         future: asyncio.Future[Out] = loop.create_future()
         self._queue.append((item, deadline, future))
         if deadline is not None:
-            self._arm_expiry(deadline)
+            self._expiry.arm(loop, deadline)
         self._kick()
         return await future
-
-    def _arm_expiry(self, deadline: float) -> None:
-        """Make sure the queue's timer fires by ``deadline``."""
-        expiry = self._expiry
-        if expiry is not None:
-            if expiry.when() <= deadline:
-                return
-            expiry.cancel()  # a shorter timeout queued behind longer ones
-        self._expiry = self._bound_loop().call_at(deadline, self._expire_queued)
 
     def _expire_queued(self) -> None:
         """Fail each queued item whose deadline passed (a batch not yet sent leaves it out:
         it sends only items whose future is not done); re-arm for the earliest left."""
-        self._expiry = None
-        now = self._bound_loop().time()
-        earliest: float | None = None
-        for _, deadline, future in self._queue:
-            if deadline is None or future.done():
-                continue
-            if deadline <= now:
-                future.set_exception(TimeoutError())
-            elif earliest is None or deadline < earliest:
-                earliest = deadline
+        loop = self._bound_loop()
+        _, earliest = fail_overdue(((d, future) for _, d, future in self._queue), loop.time())
         if earliest is not None:
-            self._arm_expiry(earliest)
+            self._expiry.arm(loop, earliest)
 
     async def _send_alone(self, item: In, deadline: float | None) -> Out:
         self._inflight += 1
@@ -148,9 +132,7 @@ class Batcher(Generic[In, Out]):
                 future.set_result(result)
 
     async def aclose(self) -> None:
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
+        self._expiry.cancel()
         for task in list(self._drains):
             task.cancel()
         await asyncio.gather(*self._drains, return_exceptions=True)

@@ -39,6 +39,8 @@ from redis.asyncio.connection import RedisSSLContext, SSLConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 
+from dispatcher.ledger.expiry import DeadlineTimer, fail_overdue
+
 Arg = str | bytes | int | float
 
 
@@ -121,9 +123,8 @@ class _Protocol(asyncio.Protocol):
         self._pending: deque[asyncio.Future[Any]] = deque()
         self._deadlines: deque[float | None] = deque()  # each pending reply's, in step
         self._outbox: list[bytes] = []  # commands of this loop turn, written at its end
-        # One timer for every pending reply, armed for the earliest deadline among them: a
-        # libuv timer made and closed per call cost more than the call's write.
-        self._expiry: asyncio.TimerHandle | None = None
+        # One timer for every pending reply, armed for the earliest deadline among them.
+        self._expiry = DeadlineTimer(self._expire_due)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport (uvloop's do not subclass asyncio.Transport, so no isinstance).
@@ -144,39 +145,23 @@ class _Protocol(asyncio.Protocol):
         self._pending.append(reply)
         self._deadlines.append(deadline)
         if deadline is not None:
-            self._arm_expiry(deadline)
+            self._expiry.arm(self.loop, deadline)
         if not self._outbox:
             self.loop.call_soon(self._flush)
         self._outbox.append(command)
         return reply
-
-    def _arm_expiry(self, deadline: float) -> None:
-        expiry = self._expiry
-        if expiry is not None:
-            if expiry.when() <= deadline:
-                return
-            expiry.cancel()  # a call with less time left than those before it
-        self._expiry = self.loop.call_at(deadline, self._expire_due)
 
     def _expire_due(self) -> None:
         """A reply is past its deadline: it fails with TimeoutError. It may still come, behind
         which nothing can be trusted to be timely: the connection closes (every other pending
         reply fails with ConnectionError) and the next call opens a new one, as redis-py does
         after a socket timeout. Otherwise the timer waits for the earliest deadline left."""
-        self._expiry = None
-        now, earliest, expired = self.loop.time(), None, False
-        for reply, deadline in zip(self._pending, self._deadlines, strict=True):
-            if deadline is None or reply.done():
-                continue
-            if deadline <= now:
-                reply.set_exception(TimeoutError())
-                expired = True
-            elif earliest is None or deadline < earliest:
-                earliest = deadline
+        waiting = zip(self._deadlines, self._pending, strict=True)
+        expired, earliest = fail_overdue(waiting, self.loop.time())
         if expired:
             self.abort()
         elif earliest is not None:
-            self._arm_expiry(earliest)
+            self._expiry.arm(self.loop, earliest)
 
     def _flush(self) -> None:
         transport = self.transport
@@ -210,9 +195,7 @@ class _Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail_unsent()
         error = RedisConnectionError(f"connection to Redis lost: {exc or 'closed'}")
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
+        self._expiry.cancel()
         self._deadlines.clear()
         while self._pending:
             waiting = self._pending.popleft()
