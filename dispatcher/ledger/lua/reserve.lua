@@ -2,7 +2,8 @@
 -- KEYS: journal, leases, the family's pools (ARGV[2].pools order), one reservation key per
 -- request. ARGV[2]: {pools = [id...], reqs = [{rid, req, lease, cands = [{id, p = [pool
 -- index...], i = input tokens, o = max output tokens}]}]}.
--- Returns JSON: per request {ok = record} | {replay = record} | {deny = {retry?, reasons, never}}.
+-- Returns JSON: per request {ok = record} | {replay = record} | {deny = {retry?, reasons, never}},
+-- each item's text built here (a record's is the text stored for it), joined into one list.
 
 local function admit(r, ci, c, costs, pools, key, now)
   local pids, cost = {}, {}
@@ -16,12 +17,12 @@ local function admit(r, ci, c, costs, pools, key, now)
                charged = cost, state = 'reserved', exp = now + r.lease, at = now,
                usage = {requests = 0, input_tokens = 0, output_tokens = 0}}
   if ci > 1 then rec.spill = r.cands[1].id end
-  save_res(key, rec)
+  local text = save_res(key, rec)
   redis.call('ZADD', KEYS[2], num(rec.exp), r.rid)
   journal('reserved', now, r.rid, pids, {
     request_id = r.req, candidate_id = c.id, candidate_index = ci - 1,
     spilled_from = rec.spill or cjson.null, cost = cost, lease_expires_at = rec.exp})
-  return {ok = rec}
+  return tagged('ok', text)
 end
 
 local function decide(r, key, pools, now)
@@ -39,7 +40,7 @@ local function decide(r, key, pools, now)
     reasons[c.id] = table.concat(why, '; ')
     if not never and (retry == nil or worst < retry) then retry = worst end
   end
-  return {deny = {retry = retry, reasons = reasons, never = retry == nil}}
+  return cjson.encode({deny = {retry = retry, reasons = reasons, never = retry == nil}})
 end
 
 local now = clock()
@@ -66,7 +67,7 @@ for n, r in ipairs(batch.reqs) do
   local key = KEYS[2 + #batch.pools + n]
   local existing = redis.call('GET', key)
   if existing then
-    out[n] = {replay = cjson.decode(existing)}
+    out[n] = tagged('replay', existing)
   else
     out[n] = decide(r, key, pools, now)
   end
@@ -74,4 +75,4 @@ end
 for _, P in pairs(pools) do
   if P.dirty then save_levels(P) end
 end
-return cjson.encode(out)
+return '[' .. table.concat(out, ',') .. ']'
