@@ -213,6 +213,9 @@ end
 -- One reply item of a batch script, {"<tag>": <record JSON>}, from the record's stored text.
 local function tagged(tag, text) return '{"' .. tag .. '":' .. text .. '}' end
 
+-- A batch script's reply: its items' texts as one JSON list.
+local function json_list(items) return '[' .. table.concat(items, ',') .. ']' end
+
 -- Single-reservation scripts: KEYS = journal, leases, reservation, then every pool of the
 -- family; ARGV[2] = JSON list of those pools' ids, in KEYS order.
 local function family_pools(first)

@@ -28,7 +28,7 @@ for i = 1, n do
 end
 
 local function release(key, entry)
-  if not entry then return '{"err":"NORES"}' end
+  if not entry then return cjson.encode({err = 'NORES'}) end
   local rec = entry.rec
   if rec.state == 'released' then return tagged('replay', entry.text) end
   if rec.state ~= 'reserved' then return cjson.encode({err = 'STATE ' .. rec.state}) end
@@ -53,4 +53,4 @@ for i = 1, n do
   out[i] = release(key, found[key])
 end
 save()
-return '[' .. table.concat(out, ',') .. ']'
+return json_list(out)

@@ -75,4 +75,4 @@ end
 for _, P in pairs(pools) do
   if P.dirty then save_levels(P) end
 end
-return '[' .. table.concat(out, ',') .. ']'
+return json_list(out)
