@@ -51,6 +51,11 @@ run -m bench.route --check --json --seconds 2 --rounds 1 --callers 8 \
 run -m bench.route_handlers --check --json --pairs 200 --rounds 1 --concurrency 8 \
   --redis-url "$route_db" "${flush_default_db[@]}"
 
+# -- bench/journal_drain.py: the journal consumer's CPU per event against its source alone;
+#    --check fails on an event lost or not stored, not on speed.
+run -m bench.journal_drain --check --json --pairs 200 --rounds 1 \
+  --redis-url "$route_db" "${flush_default_db[@]}"
+
 # -- bench/simulate.py and bench/engine_speed.py: the routing simulator on a tiny fleet for a
 #    few simulated minutes, and the in-process engine for a second.
 run -m bench.simulate --json --caps 8,4 --load 0.8 --replicas 2 --heartbeat 5 --hours 0.05 \
