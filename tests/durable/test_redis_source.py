@@ -38,6 +38,22 @@ async def test_events_read_back_as_written_with_family_slash_entry_ids(
     ]
 
 
+async def test_a_client_that_decodes_replies_reads_the_same_events(
+    redis_db: str, redis_client: aioredis.Redis, names: Names
+) -> None:
+    written = lifecycle("r1", T0)
+    ids = await names.journal(redis_client, names.family("f"), written)
+    decoding = aioredis.Redis.from_url(redis_db, decode_responses=True)
+    try:
+        got = await names.source(decoding).read(100, 0)
+    finally:
+        await decoding.aclose()
+    assert [e.event_id for e in got] == ids
+    assert [(e.kind, e.at, e.reservation_id, e.pool_ids, e.data) for e in got] == [
+        (e.kind, e.at, e.reservation_id, e.pool_ids, e.data) for e in written
+    ]
+
+
 async def test_all_registered_streams_are_read(redis_client: aioredis.Redis, names: Names) -> None:
     a = await names.journal(redis_client, names.family("a"), lifecycle("r1", T0))
     b = await names.journal(redis_client, names.family("b"), lifecycle("r2", T0))

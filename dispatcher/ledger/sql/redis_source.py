@@ -39,7 +39,7 @@ import os
 import socket
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -347,13 +347,19 @@ class RedisJournalSource:
 
 
 def _entries(raw: Any) -> list[Entry]:
-    return [
-        (
-            _text(entry_id),
-            None if fields is None else {_text(k): _text(v) for k, v in fields.items()},
-        )
-        for entry_id, fields in raw
-    ]
+    return [(_text(entry_id), _fields(fields)) for entry_id, fields in raw]
+
+
+def _fields(fields: Mapping[Any, Any] | None) -> dict[str, str] | None:
+    """An entry's fields as text. One reply is all bytes or all text (the client's
+    ``decode_responses``): decoding without a type test per field halved this step, which
+    runs for every event the consumer reads."""
+    if fields is None:
+        return None
+    try:
+        return {k.decode(): v.decode() for k, v in fields.items()}
+    except AttributeError:  # a decoding client's str (or anything else): as text
+        return {_text(k): _text(v) for k, v in fields.items()}
 
 
 def _text(value: Any) -> str:
