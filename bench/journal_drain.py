@@ -49,6 +49,7 @@ from sqlalchemy import func, select
 from bench import bench_db
 from bench.output import finish
 from bench.route import pinning
+from bench.route_handlers import positive
 from dispatcher import event_loop
 from dispatcher.backends import connect_database, connect_redis
 from dispatcher.ledger import Candidate, PoolSpec, Reservation, ReserveRequest, TokenEstimate
@@ -216,13 +217,6 @@ def summary(
         },
         "problems_seen": problems,
     }
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
-    return value
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
