@@ -34,7 +34,7 @@ class EventKind(StrEnum):
 
 
 # Looked up rather than called: ``EventKind(value)`` goes through Enum.__call__ and __new__,
-# a quarter of from_fields on the consumer's path.
+# a sixth of from_fields on the consumer's path.
 _KINDS: dict[str, EventKind] = {kind.value: kind for kind in EventKind}
 
 
