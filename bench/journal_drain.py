@@ -27,8 +27,9 @@ Printed: ``consumer_cpu_us_per_event`` (the consumer, read to commit to ack),
 ``sql_cpu_us_per_event``, ``consumer_over_source``, ``events_per_s`` (the consumer's, by
 wall clock), each one's ``_best`` round (on a shared VM noise only adds CPU time: the best
 round is the steadiest figure to compare two versions with) and ``events``. A round whose
-consumer drained fewer events than the source alone, or (on the fresh SQLite file) stored
-fewer than it drained, is a problem: ``--check`` exits 1 on one, never on speed.
+consumer or source drained other than the two events per pair journalled, or (on the fresh
+SQLite file) whose SQL holds other than what the consumer drained, is a problem:
+``--check`` exits 1 on one, never on speed.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import asyncio
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,7 +145,8 @@ async def drain_consumer(url: str, database_url: str, batch: int) -> tuple[Drain
         await client.aclose()
 
 
-async def timed(step: Any) -> Drained:
+async def timed(step: Callable[[], Awaitable[int]]) -> Drained:
+    """Run ``step`` until it handles nothing: the backlog's CPU and wall time."""
     cpu, wall, events = time.process_time(), time.perf_counter(), 0
     while n := await step():
         events += n
@@ -176,10 +178,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             consumers.append(drained)
             if args.database_url is None and rows != drained.events:
                 problems.append(f"round {n}: {drained.events} events drained, {rows} stored")
-            if drained.events != sources[-1].events:
+            expected = 2 * args.pairs  # reserved, then released
+            if drained.events != expected or sources[-1].events != expected:
                 problems.append(
-                    f"round {n}: the consumer drained {drained.events} events, "
-                    f"the source alone {sources[-1].events}"
+                    f"round {n}: {expected} events journalled, the consumer drained "
+                    f"{drained.events}, the source alone {sources[-1].events}"
                 )
     return summary(args, sources, consumers, problems)
 
