@@ -133,8 +133,10 @@ async def drain_consumer(url: str, database_url: str, batch: int) -> tuple[Drain
     """The real consumer into ``database_url``; also the events stored there."""
     client = await connect_redis(url, CONNECT_TIMEOUT_S)
     engine = await connect_database(database_url, CONNECT_TIMEOUT_S)
-    consumer = JournalConsumer(RedisJournalSource(client), DurableLedger(engine), batch=batch)
-    consumer.block_ms = 1  # an empty read means drained: do not wait for more
+    # block_ms=1: an empty read means drained; do not wait for more.
+    consumer = JournalConsumer(
+        RedisJournalSource(client), DurableLedger(engine), batch=batch, block_ms=1
+    )
     try:
         drained = await timed(consumer.step)
         async with engine.connect() as conn:
